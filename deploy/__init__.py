@@ -1,0 +1,1 @@
+"""Serving without Docker (the pip-installed tritonserver) and deployment assets."""

@@ -1,0 +1,1 @@
+"""Export a Hugging Face sentence-embedding model to ONNX and a Triton model repository."""

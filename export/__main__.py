@@ -1,0 +1,5 @@
+import sys
+
+from bge_export.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Parity gate: the exported graph must embed like the PyTorch / sentence-transformers reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bge_model_repository.encoder_runtime import OnnxEncoder, token_batch_inputs
+from bge_model_repository.tokenization import load_tokenizer, tokenize
+
+_ZH = "检索增强生成系统需要把中文文档切成段落，并为每个段落计算向量，再按余弦相似度召回最相关的内容。"
+_EN = "Retrieval-augmented generation splits documents into passages and ranks them by cosine similarity. "
+
+# Chinese and English, from one token to past the 512-token limit (so truncation is covered).
+PARITY_TEXTS: tuple[str, ...] = (
+    "好",
+    "a",
+    "今天天气怎么样",
+    "How is the weather today?",
+    "我喜欢看电影，尤其是科幻片。I also like documentaries about space.",
+    _ZH * 3,
+    _EN * 6,
+    (_ZH + _EN) * 4,
+    _ZH * 11,
+    _EN * 40,
+)
+
+
+class ParityError(RuntimeError):
+    """The export does not reproduce the reference closely enough."""
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    min_cosine: float
+    mean_cosine: float
+    threshold: float
+    token_counts: list[int]
+
+    @property
+    def passed(self) -> bool:
+        return self.min_cosine >= self.threshold
+
+    def summary(self) -> str:
+        return (
+            f"parity: min cosine {self.min_cosine:.7f}, mean {self.mean_cosine:.7f} over "
+            f"{len(self.token_counts)} texts of {min(self.token_counts)}-{max(self.token_counts)} tokens "
+            f"(threshold {self.threshold})"
+        )
+
+
+def reference_embeddings(model_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """sentence-transformers' own encode: the thing users compare against."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.max_seq_length = max_length
+    return model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True)
+
+
+def onnx_embeddings(
+    onnx_path: Path, tokenizer_dir: Path, texts: list[str], max_length: int
+) -> tuple[np.ndarray, list[int]]:
+    """The served path minus Triton: our tokenizer, one padded batch, the ONNX graph."""
+    batch = tokenize(load_tokenizer(tokenizer_dir), texts, max_length)
+    encoder = OnnxEncoder(onnx_path)
+    vectors = encoder.run(token_batch_inputs(batch))
+    return vectors, batch.num_tokens.ravel().tolist()
+
+
+def check_parity(
+    reference: np.ndarray, candidate: np.ndarray, threshold: float, token_counts: list[int]
+) -> ParityResult:
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cos = np.sum(ref * cand, axis=1)
+    return ParityResult(float(cos.min()), float(cos.mean()), threshold, token_counts)

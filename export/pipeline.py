@@ -1,0 +1,155 @@
+"""HF model -> ONNX (pooled, normalized) -> optimized / fp16 / int8 -> parity gate -> Triton repository."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bge_export.onnx_graph import PooledEncoder, export_onnx, load_encoder
+from bge_export.optimize import FusionReport, convert_fp16, optimize_bert, quantize_int8
+from bge_export.parity import (
+    PARITY_TEXTS,
+    ParityError,
+    ParityResult,
+    check_parity,
+    onnx_embeddings,
+    reference_embeddings,
+)
+from bge_export.repository import describe, write_repository
+from bge_export.settings import PARITY_THRESHOLDS, ExportSettings, Precision
+from bge_export.source import ModelSource, read_source
+from bge_export.triton_config import RepositorySpec
+
+log = logging.getLogger("bge_export")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    spec: RepositorySpec
+    onnx_file: Path
+    fusions: FusionReport | None
+    parity: ParityResult | None
+
+
+def _torch_reference(source: ModelSource, texts: list[str], max_length: int):
+    """Without sentence-transformers files: the PyTorch model with SDPA attention and our pooling."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source.directory))
+    model = PooledEncoder(AutoModel.from_pretrained(str(source.directory)).eval(), source.pooling)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**batch).numpy()
+
+
+def _parity(
+    settings: ExportSettings, source: ModelSource, onnx_file: Path, tokenizer_dir: Path, max_length: int
+) -> ParityResult | None:
+    texts = list(PARITY_TEXTS)
+    threshold = settings.parity_threshold()
+    default = PARITY_THRESHOLDS[settings.precision]
+    if threshold < default:
+        log.warning(
+            "PARITY THRESHOLD LOWERED: %s requires %.5f by default, this export accepts %.5f",
+            settings.precision.value,
+            default,
+            threshold,
+        )
+    try:
+        candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length)
+    except Exception as exc:
+        if settings.precision is Precision.FP16:
+            log.warning(
+                "fp16 parity NOT CHECKED: onnxruntime cannot run this fp16 graph on this CPU (%s). "
+                "Check it on a GPU: deploy/gpu/gpu_check.sh",
+                str(exc).splitlines()[0][:200],
+            )
+            return None
+        raise
+    if source.has_sentence_transformers:
+        reference = reference_embeddings(source.directory, texts, max_length)
+    else:
+        log.info("no sentence-transformers files: reference is the PyTorch model with %s pooling", source.pooling.value)
+        reference = _torch_reference(source, texts, max_length)
+    result = check_parity(reference, candidate, threshold, counts)
+    log.info("%s %s", settings.precision.value, result.summary())
+    if not result.passed:
+        raise ParityError(f"export FAILED the parity gate: {result.summary()}")
+    return result
+
+
+def run_export(settings: ExportSettings) -> ExportResult:
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = read_source(settings.model)
+    name = settings.served_name()
+    config = AutoConfig.from_pretrained(str(source.directory))
+    tokenizer = AutoTokenizer.from_pretrained(str(source.directory), use_fast=True)
+    input_names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in tokenizer.model_input_names:
+        input_names.append("token_type_ids")
+    max_length = settings.max_length or source.max_length
+    log.info(
+        "exporting %s as '%s': %s pooling + L2 normalize, %d layers, hidden %d, limit %d tokens, inputs %s",
+        source.directory,
+        name,
+        source.pooling.value,
+        config.num_hidden_layers,
+        config.hidden_size,
+        max_length,
+        ", ".join(input_names),
+    )
+
+    work = settings.workdir / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    tokenizer_dir = work / "tokenizer"
+    tokenizer.save_pretrained(str(tokenizer_dir))
+
+    plain = work / "plain.onnx"
+    export_onnx(PooledEncoder(load_encoder(source.directory), source.pooling), input_names, plain, settings.opset)
+    current, fusions = plain, None
+    fp16 = settings.precision is Precision.FP16
+    if settings.optimize:
+        current = work / "optimized.onnx"
+        fusions = optimize_bert(
+            plain, current, config.num_attention_heads, config.hidden_size, config.num_hidden_layers, fp16=fp16
+        )
+        log.info("onnxruntime optimizer %s", fusions.summary())
+        if not fusions.attention_fused:
+            log.warning(
+                "ATTENTION NOT FUSED (%d of %d layers): long inputs will be slow",
+                fusions.counts.get("Attention", 0),
+                config.num_hidden_layers,
+            )
+    elif fp16:
+        current = work / "fp16.onnx"
+        convert_fp16(plain, current)
+    if settings.precision is Precision.INT8:
+        quantized = work / "int8.onnx"
+        quantize_int8(current, quantized)
+        current = quantized
+        log.info("int8: dynamic quantization of MatMul/Attention weights")
+
+    parity = _parity(settings, source, current, tokenizer_dir, max_length) if settings.parity else None
+    if not settings.parity:
+        log.warning("parity gate SKIPPED (--no-parity): this export is unchecked")
+
+    spec = RepositorySpec(
+        name=name,
+        dim=int(config.hidden_size),
+        max_length=max_length,
+        vocab_size=int(config.vocab_size),
+        input_names=tuple(input_names),
+        settings=settings,
+    )
+    write_repository(spec, current, tokenizer_dir)
+    log.info(describe(spec))
+    return ExportResult(spec=spec, onnx_file=current, fusions=fusions, parity=parity)
+
+
+__all__ = ["ExportResult", "ParityError", "run_export"]

@@ -1,0 +1,78 @@
+"""Every export knob in one typed place; CLI flags and ``BGE_EXPORT_*`` variables map onto it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class Backend(str, Enum):
+    """How Triton runs the encoder."""
+
+    PYTHON = "python"  # onnxruntime inside Triton's Python backend (pip-installed Triton, CPU)
+    ONNXRUNTIME = "onnxruntime"  # native onnxruntime_onnx platform + TensorRT FP16 accelerator (GPU)
+    TENSORRT = "tensorrt"  # native tensorrt_plan engine, built on a GPU
+
+
+# Minimum cosine between ONNX and the PyTorch reference, per precision (issue #2).
+PARITY_THRESHOLDS = {Precision.FP32: 0.99999, Precision.FP16: 0.999, Precision.INT8: 0.99}
+
+
+class ExportSettings(BaseSettings):
+    """bge-export: Hugging Face sentence-embedding model -> ONNX -> Triton model repository."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BGE_EXPORT_",
+        cli_kebab_case=True,
+        cli_prog_name="bge-export",
+        cli_implicit_flags=True,
+        protected_namespaces=(),
+    )
+
+    model: str = Field("BAAI/bge-large-zh-v1.5", description="Hugging Face model id or local model directory")
+    output: Path = Field(Path("build/model_repository"), description="Triton model repository to write")
+    name: str | None = Field(None, description="served model name (default: last part of --model)")
+    precision: Precision = Field(
+        Precision.FP32, description="encoder weights: fp32 (CPU default), fp16 (GPU), int8 (CPU)"
+    )
+    backend: Backend = Field(
+        Backend.PYTHON, description="python: pip Triton/CPU; onnxruntime or tensorrt: NVIDIA container/GPU"
+    )
+    optimize: bool = Field(
+        True, description="run onnxruntime's BERT graph optimizer (fused attention, GELU, LayerNorm)"
+    )
+    opset: int = Field(17, description="ONNX opset")
+    max_batch_size: int = Field(64, ge=1, description="texts per Triton batch (ensemble, tokenizer, encoder)")
+    max_batch_tokens: int = Field(8192, ge=512, description="token budget of one encoder run (CPU encoder)")
+    queue_delay_us: int = Field(2000, ge=0, description="encoder dynamic batcher: max wait to fill a batch")
+    max_queue_size: int = Field(
+        256, ge=0, description="encoder queue bound; beyond it requests are rejected (0 = unbounded)"
+    )
+    instances: int = Field(1, ge=1, description="encoder instances (CPU: processes; GPU: per GPU, 2 recommended)")
+    tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per CPU encoder instance (0 = all cores)")
+    pad_to_multiple_of: int = Field(
+        8, ge=1, description="pad lengths to a multiple (GPU: 32-64 lets the batcher merge more)"
+    )
+    max_length: int | None = Field(
+        None, description="token limit incl. [CLS]/[SEP] (default: the model's, 512 for BGE)"
+    )
+    parity: bool = Field(True, description="check ONNX against the PyTorch reference and fail below the threshold")
+    min_cosine: float | None = Field(None, description="override the parity threshold (lowering it is reported loudly)")
+    trt_cache_dir: str = Field("/models/trt_cache", description="TensorRT engine cache inside the Triton container")
+    workdir: Path = Field(Path("build/export"), description="scratch folder for intermediate ONNX files")
+
+    def served_name(self) -> str:
+        return self.name or Path(self.model.rstrip("/")).name
+
+    def parity_threshold(self) -> float:
+        return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

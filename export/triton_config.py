@@ -1,0 +1,177 @@
+"""Every ``config.pbtxt`` built from one typed spec, as Triton's own protobuf messages.
+
+Building ``model_config_pb2.ModelConfig`` objects (not strings) means a misspelt field is an
+error here, at export time, rather than a model that fails to load in production.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from bge_export.settings import Backend, ExportSettings
+
+ENCODER_ONNX = "model.onnx"
+ENCODER_PLAN = "model.plan"
+TOKENIZER_DIR = "tokenizer"
+WARMUP_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    """What the three models need to agree on."""
+
+    name: str
+    dim: int
+    max_length: int
+    vocab_size: int
+    input_names: tuple[str, ...]  # encoder inputs, in graph order
+    settings: ExportSettings
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"{self.name}-tokenizer"
+
+    @property
+    def encoder_name(self) -> str:
+        return f"{self.name}-encoder"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.settings.backend is not Backend.PYTHON
+
+
+def _set_params(config: mc.ModelConfig, values: dict[str, object]) -> None:
+    # protobuf message maps can't be assigned whole; fill them entry by entry
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def _token_tensor(name: str, ragged: bool = False) -> mc.ModelInput:
+    return mc.ModelInput(name=name, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=ragged)
+
+
+def _queue_policy(spec: RepositorySpec) -> mc.ModelQueuePolicy:
+    return mc.ModelQueuePolicy(max_queue_size=spec.settings.max_queue_size, timeout_action=mc.ModelQueuePolicy.REJECT)
+
+
+def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
+    s = spec.settings
+    config = mc.ModelConfig(
+        name=spec.tokenizer_name,
+        backend="python",
+        max_batch_size=s.max_batch_size,
+        input=[mc.ModelInput(name="text", data_type=mc.TYPE_STRING, dims=[1])],
+        output=[mc.ModelOutput(name=n, data_type=mc.TYPE_INT64, dims=[-1]) for n in spec.input_names]
+        + [mc.ModelOutput(name="num_tokens", data_type=mc.TYPE_INT32, dims=[1])],
+        # A short wait lets concurrent requests share one padded width (see tokenizer/model.py).
+        dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=100),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.tokenizer_instances)],
+    )
+    _set_params(
+        config,
+        {
+            "tokenizer_dir": TOKENIZER_DIR,
+            "max_length": spec.max_length,
+            # The GPU backends batch only equal shapes: coarser buckets merge more requests.
+            "pad_to_multiple_of": s.pad_to_multiple_of,
+        },
+    )
+    return config
+
+
+def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
+    """One short text, so a pod turns ready only once the encoder has really run."""
+    warmup = mc.ModelWarmup(name="short_text", batch_size=1)
+    for name in spec.input_names:
+        warmup.inputs[name].CopyFrom(
+            mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[WARMUP_TOKENS], input_data_file=name)
+        )
+    return [warmup]
+
+
+def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
+    s = spec.settings
+    config = mc.ModelConfig(
+        name=spec.encoder_name,
+        max_batch_size=s.max_batch_size,
+        output=[mc.ModelOutput(name="embedding", data_type=mc.TYPE_FP32, dims=[spec.dim])],
+        dynamic_batching=mc.ModelDynamicBatching(
+            max_queue_delay_microseconds=s.queue_delay_us,
+            default_queue_policy=_queue_policy(spec),
+        ),
+        model_warmup=_warmup(spec),
+    )
+    if s.backend is Backend.PYTHON:
+        config.backend = "python"
+        # Ragged: requests of different lengths join one batch; the model regroups rows by length.
+        config.input.extend(_token_tensor(n, ragged=True) for n in spec.input_names)
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.instances))
+        _set_params(
+            config,
+            {
+                "onnx_file": ENCODER_ONNX,
+                "intra_op_threads": s.intra_op_threads,
+                "max_length": spec.max_length,
+                "vocab_size": spec.vocab_size,
+                "max_batch_tokens": s.max_batch_tokens,
+                "pad_to_multiple_of": s.pad_to_multiple_of,
+            },
+        )
+        return config
+    config.input.extend(_token_tensor(n) for n in spec.input_names)
+    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.instances))
+    if s.backend is Backend.ONNXRUNTIME:
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = ENCODER_ONNX
+        trt = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
+        trt.parameters.update(
+            {
+                "precision_mode": "FP16",
+                "max_workspace_size_bytes": str(4 << 30),
+                "trt_engine_cache_enable": "true",
+                "trt_engine_cache_path": s.trt_cache_dir,
+            }
+        )
+        config.optimization.execution_accelerators.gpu_execution_accelerator.append(trt)
+    else:
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = ENCODER_PLAN
+    return config
+
+
+def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    step_tok = mc.ModelEnsembling.Step(
+        model_name=spec.tokenizer_name,
+        model_version=-1,
+        input_map={"text": "text"},
+        output_map={**{n: n for n in spec.input_names}, "num_tokens": "num_tokens"},
+    )
+    step_enc = mc.ModelEnsembling.Step(
+        model_name=spec.encoder_name,
+        model_version=-1,
+        input_map={n: n for n in spec.input_names},
+        output_map={"embedding": "embedding"},
+    )
+    return mc.ModelConfig(
+        name=spec.name,
+        platform="ensemble",
+        max_batch_size=spec.settings.max_batch_size,
+        input=[mc.ModelInput(name="text", data_type=mc.TYPE_STRING, dims=[1])],
+        output=[
+            mc.ModelOutput(name="embedding", data_type=mc.TYPE_FP32, dims=[spec.dim]),
+            mc.ModelOutput(name="num_tokens", data_type=mc.TYPE_INT32, dims=[1]),
+        ],
+        ensemble_scheduling=mc.ModelEnsembling(step=[step_tok, step_enc]),
+    )
+
+
+def render(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config, as_utf8=True)
+
+
+def parse(text: str) -> mc.ModelConfig:
+    """Parse with Triton's schema; raises on any unknown field."""
+    return text_format.Parse(text, mc.ModelConfig())

@@ -1,0 +1,1 @@
+"""Code that runs inside Triton: tokenization and the onnxruntime encoder (thin model.py files call it)."""

@@ -1,0 +1,78 @@
+"""Triton Python backend: encoder inputs -> pooled, normalized ``embedding`` via onnxruntime.
+
+Used where Triton has only the Python backend (the pip-installed server, CPU). NVIDIA's
+container runs the same ONNX file with the native onnxruntime backend instead.
+"""
+
+from __future__ import annotations
+
+import triton_python_backend_utils as pb_utils
+
+from bge_model_repository.encoder_runtime import (
+    ENCODER_INPUTS,
+    OnnxEncoder,
+    merge_rows,
+    validate_inputs,
+)
+from bge_model_repository.params import ModelParams
+from bge_model_repository.tokenization import InputError
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        params = ModelParams(args)
+        self.encoder = OnnxEncoder(params.path("onnx_file"), params.integer("intra_op_threads", 0))
+        self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
+        self.max_length = params.integer("max_length")
+        self.vocab_size = params.integer("vocab_size")
+        self.max_batch = max(params.max_batch_size, 1)
+        self.max_tokens = params.integer("max_batch_tokens")
+        self.pad_to_multiple_of = params.integer("pad_to_multiple_of", 8)
+        family = pb_utils.MetricFamily(
+            name="bge_encoder_tokens_total",
+            description="Tokens through the encoder: real (attention_mask=1) and computed (padding included)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        runs = pb_utils.MetricFamily(
+            name="bge_encoder_runs_total",
+            description="Encoder texts and onnxruntime sub-batch runs (mean batch = texts / runs)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        labels = {"model": params.name}
+        self.metric_real = family.Metric(labels={**labels, "kind": "real"})
+        self.metric_padded = family.Metric(labels={**labels, "kind": "computed"})
+        self.metric_texts = runs.Metric(labels={**labels, "kind": "texts"})
+        self.metric_runs = runs.Metric(labels={**labels, "kind": "runs"})
+        self._families = (family, runs)  # families must outlive their metrics
+
+    def execute(self, requests: list) -> list:
+        good: list[int] = []
+        feeds: list[dict] = []
+        responses: list = [None] * len(requests)
+        for i, request in enumerate(requests):
+            try:
+                feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+                validate_inputs(feed, self.max_length, self.vocab_size)
+            except (InputError, AttributeError) as exc:
+                message = str(exc) if isinstance(exc, InputError) else f"missing input: {exc}"
+                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+                continue
+            good.append(i)
+            feeds.append(feed)
+        if feeds:
+            merged, counts = merge_rows(feeds)
+            lengths = merged["attention_mask"].sum(axis=1)
+            vectors, stats = self.encoder.encode(
+                merged, lengths, self.max_batch, self.max_tokens, self.pad_to_multiple_of
+            )
+            self.metric_real.increment(stats.real_tokens)
+            self.metric_padded.increment(stats.padded_tokens)
+            self.metric_texts.increment(stats.texts)
+            self.metric_runs.increment(stats.batches)
+            row = 0
+            for i, count in zip(good, counts, strict=True):
+                out = pb_utils.Tensor("embedding", vectors[row : row + count])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
+                row += count
+        return responses

