@@ -1,0 +1,23 @@
+# The exporter (bge-export): HF model -> ONNX -> Triton model repository.
+#   CPU: docker build -f deploy/docker/export.Dockerfile -t bge-export-cpu:0.1.0 .
+#   GPU: docker build -f deploy/docker/export.Dockerfile -t bge-export-gpu:0.1.0 \
+#          --build-arg BASE=nvcr.io/nvidia/tensorrt:24.10-py3 --build-arg TORCH_INDEX= .
+# The GPU base is NVIDIA's TensorRT container of the same release as tritonserver:24.10: a
+# TensorRT plan only loads in the TensorRT version that built it.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+# CPU builds take torch from the CPU wheel index (a default torch wheel drags in CUDA, GBs).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY export/ export/
+COPY model_repository/ model_repository/
+COPY client/ client/
+COPY deploy/*.py deploy/
+RUN pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[export]" \
+    && rm -rf /src
+
+WORKDIR /
+USER 1000:1000
+ENTRYPOINT ["bge-export"]

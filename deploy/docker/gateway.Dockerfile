@@ -1,0 +1,17 @@
+# OpenAI-compatible gateway. Build from the repository root:
+#   docker build -f deploy/docker/gateway.Dockerfile -t bge-gateway:0.1.0 .
+FROM python:3.11-slim
+
+WORKDIR /src
+# setuptools maps all four import packages, so all four folders must be present.
+COPY pyproject.toml README.md ./
+COPY export/ export/
+COPY model_repository/ model_repository/
+COPY client/ client/
+COPY deploy/*.py deploy/
+RUN pip install --no-cache-dir ".[gateway]" && rm -rf /src
+
+WORKDIR /
+USER 10001:10001
+EXPOSE 30000
+CMD ["python", "-m", "bge_client.gateway"]

@@ -1,0 +1,19 @@
+# Triton on CPU, no NVIDIA base image: the tritonserver binary and Python backend come from the
+# nvidia-pytriton wheel (serve extra) and run through our bge-triton launcher.
+#   docker build -f deploy/docker/triton-cpu.Dockerfile -t bge-triton-cpu:0.1.0 .
+# glibc >= 2.35 is required by the wheel's binary; Debian bookworm has 2.36.
+FROM python:3.11-slim
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY export/ export/
+COPY model_repository/ model_repository/
+COPY client/ client/
+COPY deploy/*.py deploy/
+RUN pip install --no-cache-dir ".[serve]" && rm -rf /src
+
+WORKDIR /
+USER 1000:1000
+EXPOSE 8000 8001 8002
+ENTRYPOINT ["bge-triton"]
+CMD ["--model-repository=/models", "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--verbose"]
