@@ -18,7 +18,7 @@ from bge_export.parity import (
     reference_embeddings,
 )
 from bge_export.repository import describe, write_repository
-from bge_export.settings import PARITY_THRESHOLDS, ExportSettings, Precision
+from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
 from bge_export.source import ModelSource, read_source
 from bge_export.triton_config import RepositorySpec
 
@@ -114,7 +114,12 @@ def run_export(settings: ExportSettings) -> ExportResult:
     export_onnx(PooledEncoder(load_encoder(source.directory), source.pooling), input_names, plain, settings.opset)
     current, fusions = plain, None
     fp16 = settings.precision is Precision.FP16
-    if settings.optimize:
+    optimize = settings.optimize and settings.backend is Backend.PYTHON
+    if settings.optimize and not optimize:
+        # onnxruntime's fused ops (com.microsoft Attention, ...) are unknown to TensorRT, which
+        # fuses the plain graph itself; feeding it fused ops would split the engine.
+        log.info("%s backend: keeping the plain graph for TensorRT to fuse", settings.backend.value)
+    if optimize:
         current = work / "optimized.onnx"
         fusions = optimize_bert(
             plain, current, config.num_attention_heads, config.hidden_size, config.num_hidden_layers, fp16=fp16
@@ -149,6 +154,10 @@ def run_export(settings: ExportSettings) -> ExportResult:
     )
     write_repository(spec, current, tokenizer_dir)
     log.info(describe(spec))
+    if settings.backend is Backend.TENSORRT:
+        log.info(
+            "next, on a machine with an NVIDIA GPU: bge-build-engine --repository %s --name %s", settings.output, name
+        )
     return ExportResult(spec=spec, onnx_file=current, fusions=fusions, parity=parity)
 
 

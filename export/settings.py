@@ -57,7 +57,9 @@ class ExportSettings(BaseSettings):
     max_queue_size: int = Field(
         256, ge=0, description="encoder queue bound; beyond it requests are rejected (0 = unbounded)"
     )
-    instances: int = Field(1, ge=1, description="encoder instances (CPU: processes; GPU: per GPU, 2 recommended)")
+    instances: int | None = Field(
+        None, ge=1, description="encoder instances (default: 1 on CPU, 2 per GPU so copies overlap compute)"
+    )
     tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per CPU encoder instance (0 = all cores)")
     pad_to_multiple_of: int = Field(
@@ -73,6 +75,11 @@ class ExportSettings(BaseSettings):
 
     def served_name(self) -> str:
         return self.name or Path(self.model.rstrip("/")).name
+
+    def encoder_instances(self) -> int:
+        if self.instances is not None:
+            return self.instances
+        return 1 if self.backend is Backend.PYTHON else 2
 
     def parity_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

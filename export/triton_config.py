@@ -108,7 +108,9 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.backend = "python"
         # Ragged: requests of different lengths join one batch; the model regroups rows by length.
         config.input.extend(_token_tensor(n, ragged=True) for n in spec.input_names)
-        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.instances))
+        config.instance_group.append(
+            mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.encoder_instances())
+        )
         _set_params(
             config,
             {
@@ -122,7 +124,9 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         )
         return config
     config.input.extend(_token_tensor(n) for n in spec.input_names)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.instances))
+    config.instance_group.append(
+        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.encoder_instances())
+    )
     if s.backend is Backend.ONNXRUNTIME:
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ENCODER_ONNX

@@ -44,30 +44,41 @@ class PaddingStats:
 
 
 def plan_sub_batches(
-    lengths: Sequence[int] | np.ndarray, max_batch: int, max_tokens: int, pad_to_multiple_of: int = 1
+    lengths: Sequence[int] | np.ndarray,
+    max_batch: int,
+    max_tokens: int,
+    pad_to_multiple_of: int = 1,
+    run_overhead_tokens: int = 128,
 ) -> list[SubBatch]:
-    """Sort rows by length and cut runs whose padded size stays within `max_tokens`.
+    """Sort rows by length and cut them into runs that minimise computed tokens.
 
-    Sorting makes neighbours similar in length, so each run pads little; the token budget
-    bounds memory and latency of one run. A single row longer than the budget runs alone.
+    Sorted neighbours are similar in length, so a run pads little. Where to cut is an exact
+    dynamic programme over the sorted rows (n <= max batch, so O(n^2) is nothing): each run
+    costs its padded size plus a fixed `run_overhead_tokens` for launching it, within
+    `max_batch` rows and `max_tokens` padded tokens (a single longer row runs alone).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
-    plans: list[SubBatch] = []
-    start = 0
+    widths = [max(round_up(int(lengths[i]), pad_to_multiple_of), 1) for i in order]
     n = len(order)
-    while start < n:
-        stop = start + 1
-        width = round_up(int(lengths[order[start]]), pad_to_multiple_of)
-        while stop < n and stop - start < max_batch:
-            candidate = round_up(int(lengths[order[stop]]), pad_to_multiple_of)
-            if candidate * (stop - start + 1) > max_tokens:
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j sorted rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        width = widths[j - 1]  # the longest row of any run ending at j
+        for i in range(j - 1, max(j - max_batch, 0) - 1, -1):
+            count = j - i
+            if count > 1 and width * count > max_tokens:
                 break
-            width = candidate
-            stop += 1
-        plans.append(SubBatch(rows=order[start:stop], width=max(width, 1)))
-        start = stop
-    return plans
+            cost = best[i] + width * count + run_overhead_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    plans: list[SubBatch] = []
+    j = n
+    while j > 0:
+        i = cut[j]
+        plans.append(SubBatch(rows=order[i:j], width=widths[j - 1]))
+        j = i
+    return plans[::-1]
 
 
 def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:

@@ -8,55 +8,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
-BGE_ASSETS = SHARED / "models" / "bge-large-zh-v1.5"
-TINY_NAME = "bge-tiny"
-MINILM_NAME = "all-minilm-l6-v2"
-TINY_MAX_BATCH = 16
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def require_bge_assets() -> Path:
-    if not (BGE_ASSETS / "tokenizer.json").is_file():
-        pytest.skip(f"needs the bge-large-zh-v1.5 tokenizer/config from ../shared/models (not found at {BGE_ASSETS})")
-    return BGE_ASSETS
-
-
-def build_random_bert(assets: Path, out: Path, **shape: int) -> Path:
-    """Random weights of a given shape + the real tokenizer and sentence-transformers files."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig.from_pretrained(str(assets), **shape)
-    BertModel(config).save_pretrained(str(out))
-    for item in assets.iterdir():
-        if item.name != "config.json":
-            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
-    pooling = out / "1_Pooling" / "config.json"
-    cfg = json.loads(pooling.read_text())
-    cfg["word_embedding_dimension"] = config.hidden_size
-    pooling.write_text(json.dumps(cfg))
-    return out
+from support import BGE_ASSETS, MINILM_NAME, TINY_MAX_BATCH, TINY_NAME, build_random_bert, free_port, require_bge_assets
 
 
 @pytest.fixture(scope="session")
@@ -140,20 +97,39 @@ def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterat
     bge = None
     if (BGE_ASSETS / "tokenizer.json").is_file():
         tiny = build_random_bert(
-            BGE_ASSETS, root / TINY_NAME, num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+            BGE_ASSETS,
+            root / TINY_NAME,
+            num_hidden_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
             intermediate_size=128,
         )
-        bge = export_model(tiny, repository, root / "work", TINY_NAME, max_batch_size=TINY_MAX_BATCH,
-                           max_queue_size=64, intra_op_threads=1)
+        bge = export_model(
+            tiny,
+            repository,
+            root / "work",
+            TINY_NAME,
+            max_batch_size=TINY_MAX_BATCH,
+            max_queue_size=64,
+            intra_op_threads=1,
+        )
     minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1)
     options = ServerOptions(
-        model_repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        host="127.0.0.1", exit_timeout_s=10,
+        model_repository=repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        host="127.0.0.1",
+        exit_timeout_s=10,
     )
     with TritonServer(options, workdir=root) as server:
         server.wait_ready(timeout_s=120)
         yield TritonHandle(
-            grpc_url=server.grpc_url, http_url=server.http_url,
-            metrics_url=f"http://127.0.0.1:{options.metrics_port}/metrics", repository=repository,
-            bge=bge, minilm=minilm, server=server,
+            grpc_url=server.grpc_url,
+            http_url=server.http_url,
+            metrics_url=f"http://127.0.0.1:{options.metrics_port}/metrics",
+            repository=repository,
+            bge=bge,
+            minilm=minilm,
+            server=server,
         )

@@ -1,0 +1,104 @@
+"""``bge-build-engine``: the encoder's ONNX -> TensorRT FP16 plan, on the GPU that will serve it.
+
+A TensorRT engine is specific to the GPU model and TensorRT version, so it is built as a
+separate step (a Kubernetes Job before Triton starts), never at export time on a CPU box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bge_export.triton_config import ENCODER_ONNX, ENCODER_PLAN, parse
+
+
+class EngineBuildError(RuntimeError):
+    """Why no engine could be built, in words an operator can act on."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Shapes TensorRT optimizes for: batch 1..max, sequence 1..max_length."""
+
+    max_batch: int
+    max_length: int
+    opt_batch: int = 16
+    opt_length: int = 128
+
+    def shapes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        opt = (min(self.opt_batch, self.max_batch), min(self.opt_length, self.max_length))
+        return (1, 1), opt, (self.max_batch, self.max_length)
+
+
+def require_gpu() -> None:
+    if shutil.which("nvidia-smi") is None:
+        raise EngineBuildError("no NVIDIA GPU here (nvidia-smi not found): build the engine on the serving GPU")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        raise EngineBuildError("the 'tensorrt' Python package is missing: pip install tensorrt") from exc
+
+
+def build_engine(onnx_file: Path, plan_file: Path, profile: Profile, workspace_gib: int = 4) -> Path:
+    require_gpu()
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch (TensorRT 10 default)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_file)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT could not parse {onnx_file}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
+    config.set_flag(trt.BuilderFlag.FP16)
+    opt_profile = builder.create_optimization_profile()
+    low, opt, high = profile.shapes()
+    for i in range(network.num_inputs):
+        opt_profile.set_shape(network.get_input(i).name, low, opt, high)
+    config.add_optimization_profile(opt_profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError("TensorRT failed to build the engine (see its log above)")
+    plan_file.write_bytes(bytes(serialized))
+    return plan_file
+
+
+def build_for_repository(repository: Path, name: str, workspace_gib: int = 4) -> Path:
+    """Read batch and length limits from the generated configs; write model.plan beside model.onnx."""
+    encoder_dir = repository / f"{name}-encoder"
+    config = parse((encoder_dir / "config.pbtxt").read_text(encoding="utf-8"))
+    if config.platform != "tensorrt_plan":
+        raise EngineBuildError(
+            f"{encoder_dir} was exported for '{config.platform or config.backend}', "
+            "not tensorrt: re-export with --backend tensorrt"
+        )
+    tokenizer = parse((repository / f"{name}-tokenizer" / "config.pbtxt").read_text(encoding="utf-8"))
+    max_length = int(tokenizer.parameters["max_length"].string_value)
+    profile = Profile(max_batch=config.max_batch_size, max_length=max_length)
+    version = encoder_dir / "1"
+    return build_engine(version / ENCODER_ONNX, version / ENCODER_PLAN, profile, workspace_gib)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bge-build-engine", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("build/model_repository"))
+    parser.add_argument("--name", default="bge-large-zh-v1.5")
+    parser.add_argument("--workspace-gib", type=int, default=4)
+    args = parser.parse_args(argv)
+    try:
+        plan = build_for_repository(args.repository, args.name, args.workspace_gib)
+    except (EngineBuildError, FileNotFoundError) as exc:
+        print(f"bge-build-engine: {exc}", file=sys.stderr)
+        return 2
+    print(f"bge-build-engine: wrote {plan} ({plan.stat().st_size / 2**20:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

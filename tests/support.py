@@ -1,0 +1,51 @@
+"""Helpers shared by the test folders (tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
+BGE_ASSETS = SHARED / "models" / "bge-large-zh-v1.5"
+TINY_NAME = "bge-tiny"
+MINILM_NAME = "all-minilm-l6-v2"
+TINY_MAX_BATCH = 16
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_bge_assets() -> Path:
+    if not (BGE_ASSETS / "tokenizer.json").is_file():
+        pytest.skip(f"needs the bge-large-zh-v1.5 tokenizer/config from ../shared/models (not found at {BGE_ASSETS})")
+    return BGE_ASSETS
+
+
+def build_random_bert(assets: Path, out: Path, **shape: int) -> Path:
+    """Random weights of a given shape + the real tokenizer and sentence-transformers files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(str(assets), **shape)
+    BertModel(config).save_pretrained(str(out))
+    for item in assets.iterdir():
+        if item.name != "config.json":
+            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
+    pooling = out / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text())
+    cfg["word_embedding_dimension"] = config.hidden_size
+    pooling.write_text(json.dumps(cfg))
+    return out
