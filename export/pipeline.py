@@ -136,9 +136,9 @@ def run_export(settings: ExportSettings) -> ExportResult:
         convert_fp16(plain, current)
     if settings.precision is Precision.INT8:
         quantized = work / "int8.onnx"
-        quantize_int8(current, quantized)
+        kept = quantize_int8(current, quantized)
         current = quantized
-        log.info("int8: dynamic quantization of MatMul/Attention weights")
+        log.info("int8: dynamic per-channel quantization of the MatMuls, %d FFN down-projections kept fp32", len(kept))
 
     parity = _parity(settings, source, current, tokenizer_dir, max_length) if settings.parity else None
     if not settings.parity:

@@ -1,0 +1,89 @@
+"""The exporter: pooling detection, graph fusions, precisions, the parity gate and its CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from support import MINILM_NAME, require_bge_assets
+
+from bge_export.source import Pooling, read_source
+
+
+def test_pooling_is_read_from_sentence_transformers_files(minilm_dir: Path) -> None:
+    bge = read_source(str(require_bge_assets()))
+    assert (bge.pooling, bge.max_length, bge.has_sentence_transformers) == (Pooling.CLS, 512, True)
+    minilm = read_source(str(minilm_dir))
+    assert (minilm.pooling, minilm.max_length) == (Pooling.MEAN, 256)
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_source(str(tmp_path / "nope"))
+
+
+def test_fp32_exports_fuse_attention_and_pass_the_gate(triton) -> None:
+    """The exports the server runs: every layer's attention fused, cosine >= 0.99999."""
+    assert triton.bge is not None, "the tiny bge model needs ../shared"
+    assert triton.bge.fusions["Attention"] == 2 and triton.bge.fusions["EmbedLayerNormalization"] == 1
+    assert triton.minilm.fusions["Attention"] == 6
+    assert triton.bge.parity_min_cosine >= 0.99999
+    assert triton.minilm.parity_min_cosine >= 0.99999
+
+
+def _ops(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def test_int8_real_weights_pass_the_int8_gate(tmp_path: Path, minilm_dir: Path) -> None:
+    from bge_export.pipeline import run_export
+    from bge_export.settings import ExportSettings
+
+    result = run_export(
+        ExportSettings(
+            model=str(minilm_dir), output=tmp_path / "repo", workdir=tmp_path / "w", name=MINILM_NAME, precision="int8"
+        )
+    )
+    assert result.parity is not None and result.parity.min_cosine >= 0.99
+    ops = _ops(tmp_path / "repo" / f"{MINILM_NAME}-encoder" / "1" / "model.onnx")
+    assert {"DynamicQuantizeMatMul", "MatMulInteger"} & ops, ops
+
+
+def test_fp16_export_keeps_float32_io(tmp_path: Path, tiny_bge_dir: Path) -> None:
+    from bge_export.pipeline import run_export
+    from bge_export.settings import ExportSettings
+
+    result = run_export(
+        ExportSettings(
+            model=str(tiny_bge_dir), output=tmp_path / "repo", workdir=tmp_path / "w", name="tiny16", precision="fp16"
+        )
+    )
+    # On CPU the fp16 graph may not run at all; then the gate says so instead of passing silently.
+    assert result.parity is None or result.parity.min_cosine >= 0.999
+    model = onnx.load(str(tmp_path / "repo" / "tiny16-encoder" / "1" / "model.onnx"))
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bge_export", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_gate_fails_loudly_and_lowering_it_is_reported(tmp_path: Path, tiny_bge_dir: Path) -> None:
+    common = ["--model", str(tiny_bge_dir), "--output", str(tmp_path / "repo"), "--workdir", str(tmp_path / "w")]
+    failed = _cli(*common, "--min-cosine", "1.5")
+    assert failed.returncode == 3, failed.stderr
+    assert "FAILED the parity gate" in failed.stderr and "threshold 1.5" in failed.stderr
+    assert not (tmp_path / "repo" / "bge-tiny").exists()  # nothing half-written
+    lowered = _cli(*common, "--min-cosine", "0.5")
+    assert lowered.returncode == 0, lowered.stderr
+    assert "PARITY THRESHOLD LOWERED" in lowered.stderr
+    assert "fp32 parity: min cosine" in lowered.stderr and "fusions: EmbedLayerNormalization x1" in lowered.stderr
+
+
+def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
+    result = _cli("--model", str(tmp_path / "absent"), "--output", str(tmp_path / "repo"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
