@@ -7,8 +7,7 @@ from pathlib import Path
 
 import onnx
 
-
-# Fusions that matter for BERT speed; the report names each one found or missing.
+# Ops whose output feeds the FFN down-projection (see after_gelu_matmuls).
 GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
 
 
