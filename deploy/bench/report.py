@@ -1,0 +1,132 @@
+"""Results out: a table on stdout, a JSON file, and a PNG of throughput and p99 latency vs concurrency."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+COLUMNS = (
+    ("target", "target"),
+    ("len", "lengths"),
+    ("n/req", "texts_per_request"),
+    ("conc", "concurrency"),
+    ("reqs", "throughput.requests"),
+    ("err", "throughput.errors"),
+    ("texts/s", "throughput.texts_per_s"),
+    ("tokens/s", "throughput.tokens_per_s"),
+    ("p50 ms", "throughput.p50_ms"),
+    ("p90 ms", "throughput.p90_ms"),
+    ("p99 ms", "throughput.p99_ms"),
+    ("enc batch", "server.mean_encoder_batch"),
+    ("padding", "server.padding_ratio"),
+    ("queue ms", "server.encoder_queue_ms"),
+    ("base t/s", "baseline.as_requests.texts_per_s"),
+    ("ratio", "ratio"),
+    ("sorted t/s", "baseline.offline_sorted.texts_per_s"),
+    ("ratio s", "ratio_sorted"),
+)
+
+
+def lookup(result: Result, path: str) -> Any:
+    """`"a.b.c"` -> result["a"]["b"]["c"], None where any step is missing."""
+    value: Any = result
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A fixed-width table, one row per scenario."""
+    header = [title for title, _ in COLUMNS]
+    rows = [[cell(lookup(r, path)) for _, path in COLUMNS] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf (no latency when every request failed) are not JSON: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, meta: dict[str, Any], results: Sequence[Result]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = json_safe({"meta": meta, "scenarios": list(results)})
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_plot(path: Path, results: Sequence[Result], title: str = "") -> Path | None:
+    """One row per workload (token lengths, texts per request): texts/s and p99 latency against
+    concurrency, a line per target, the in-process baselines as horizontal lines. None if no results."""
+    if not results:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    workloads: dict[tuple[str, int], dict[str, list[Result]]] = {}
+    for r in results:
+        workloads.setdefault((r["lengths"], r["texts_per_request"]), {}).setdefault(r["target"], []).append(r)
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.8 * len(workloads)), squeeze=False)
+    for (ax_tput, ax_p99), ((lengths, per_request), targets) in zip(axes, workloads.items(), strict=True):
+        levels = sorted({r["concurrency"] for rows in targets.values() for r in rows})
+        for target, rows in sorted(targets.items()):
+            rows = sorted(rows, key=lambda r: r["concurrency"])
+            x = [r["concurrency"] for r in rows]
+            ax_tput.plot(x, [lookup(r, "throughput.texts_per_s") for r in rows], marker="o", label=target)
+            p99 = [lookup(r, "throughput.p99_ms") for r in rows]
+            ax_p99.plot(x, [math.nan if v is None else v for v in p99], marker="o", label=target)
+        first = next(iter(targets.values()))[0]
+        for variant, style, name in (("as_requests", "--", "in-process, same batches"),
+                                     ("offline_sorted", ":", "in-process, sorted batches")):
+            rate = lookup(first, f"baseline.{variant}.texts_per_s")
+            if rate:
+                ax_tput.axhline(rate, linestyle=style, color="grey", linewidth=1.2, label=name)
+        ax_tput.set_title(f"{lengths} tokens, {per_request} text(s) per request", fontsize=9)
+        ax_p99.set_title(f"{lengths} tokens, {per_request} text(s) per request", fontsize=9)
+        for ax in (ax_tput, ax_p99):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(levels))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticklabels([str(c) for c in levels])
+            ax.set_xlabel("concurrency (requests in flight)")
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        ax_tput.set_ylabel("texts / s")
+        ax_p99.set_ylabel("p99 latency (ms)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
