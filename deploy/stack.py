@@ -28,8 +28,12 @@ class ServeSettings(BaseSettings):
     """bge-serve: serve a sentence-embedding model with Triton behind an OpenAI-compatible API."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BGE_", cli_kebab_case=True, cli_prog_name="bge-serve", cli_implicit_flags=True,
-        protected_namespaces=(), extra="ignore",
+        env_prefix="BGE_",
+        cli_kebab_case=True,
+        cli_prog_name="bge-serve",
+        cli_implicit_flags=True,
+        protected_namespaces=(),
+        extra="ignore",
     )
 
     model: str = Field("BAAI/bge-large-zh-v1.5", description="Hugging Face model id or local model directory")
@@ -62,8 +66,19 @@ def export_if_needed(settings: ServeSettings) -> None:
         say(f"model repository {settings.repository} already has '{name}' (--reexport to rebuild)")
         return
     say(f"exporting {settings.model} -> {settings.repository} ({settings.precision.value})")
-    cmd = [sys.executable, "-m", "bge_export", "--model", settings.model, "--output", str(settings.repository),
-           "--name", name, "--precision", settings.precision.value]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bge_export",
+        "--model",
+        settings.model,
+        "--output",
+        str(settings.repository),
+        "--name",
+        name,
+        "--precision",
+        settings.precision.value,
+    ]
     code = subprocess.call(cmd)
     if code != 0:
         raise SystemExit(f"bge-serve: export failed (exit code {code})")
@@ -86,12 +101,14 @@ def wait_http_ok(url: str, process: subprocess.Popen[bytes], timeout_s: float) -
 
 def start_gateway(settings: ServeSettings, triton_grpc_url: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    env.update({
-        "BGE_GATEWAY_TRITON_URL": triton_grpc_url,
-        "BGE_GATEWAY_MODEL_NAME": settings.served_name(),
-        "BGE_GATEWAY_HOST": settings.host,
-        "BGE_GATEWAY_PORT": str(settings.port),
-    })
+    env.update(
+        {
+            "BGE_GATEWAY_TRITON_URL": triton_grpc_url,
+            "BGE_GATEWAY_MODEL_NAME": settings.served_name(),
+            "BGE_GATEWAY_HOST": settings.host,
+            "BGE_GATEWAY_PORT": str(settings.port),
+        }
+    )
     if settings.api_key is not None:
         env["BGE_GATEWAY_API_KEY"] = settings.api_key.get_secret_value()
     return subprocess.Popen([sys.executable, "-m", "bge_client.gateway"], env=env)
@@ -117,20 +134,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.triton:
             export_if_needed(settings)
             options = ServerOptions(
-                model_repository=settings.repository.resolve(), host=settings.host,
-                http_port=settings.triton_http_port, grpc_port=settings.triton_grpc_port,
+                model_repository=settings.repository.resolve(),
+                host=settings.host,
+                http_port=settings.triton_http_port,
+                grpc_port=settings.triton_grpc_port,
                 metrics_port=settings.triton_metrics_port,
             )
             triton = TritonServer(options).start()
             say(f"starting tritonserver (log: {triton.log_path})")
             triton.wait_ready(settings.ready_timeout_s, report=True)
-            say(f"Triton ready: HTTP :{options.http_port}, gRPC :{options.grpc_port}, "
-                f"metrics :{options.metrics_port}/metrics")
+            say(
+                f"Triton ready: HTTP :{options.http_port}, gRPC :{options.grpc_port}, "
+                f"metrics :{options.metrics_port}/metrics"
+            )
         if settings.gateway:
             gateway = start_gateway(settings, grpc_url)
             wait_http_ok(f"http://127.0.0.1:{settings.port}/health", gateway, settings.ready_timeout_s)
-            say(f"ready: OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
-                f"(model '{settings.served_name()}')")
+            say(
+                f"ready: OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
+                f"(model '{settings.served_name()}')"
+            )
         while not stopping:
             for label, proc in (("gateway", gateway), ("tritonserver", triton and triton.process)):
                 if proc is not None and proc.poll() is not None:

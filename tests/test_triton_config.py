@@ -83,3 +83,15 @@ def test_written_repository_parses(triton) -> None:
     for file in files:
         config = parse(file.read_text(encoding="utf-8"))
         assert config.name == file.parent.name
+
+
+def test_engine_build_says_plainly_that_it_needs_a_gpu(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a GPU; the no-GPU message is not reachable")
+    result = subprocess.run([sys.executable, "-m", "bge_export.tensorrt_engine", "--repository", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no NVIDIA GPU here" in result.stderr
