@@ -61,7 +61,7 @@ class EngineRunner:
         for name, tensor in feeds.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
-        output_name = [n for n in self.names if n not in feeds][0]
+        output_name = next(n for n in self.names if n not in feeds)
         out = torch.empty((batch, self.context.get_tensor_shape(output_name)[-1]), dtype=torch.float32, device="cuda")
         self.context.set_tensor_address(output_name, out.data_ptr())
         self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream)

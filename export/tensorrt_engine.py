@@ -71,6 +71,7 @@ def build_engine(onnx_file: Path, plan_file: Path, profile: Profile, workspace_g
 
 def build_for_repository(repository: Path, name: str, workspace_gib: int = 4) -> Path:
     """Read batch and length limits from the generated configs; write model.plan beside model.onnx."""
+    require_gpu()  # first: no point reading configs on a machine that cannot build
     encoder_dir = repository / f"{name}-encoder"
     config = parse((encoder_dir / "config.pbtxt").read_text(encoding="utf-8"))
     if config.platform != "tensorrt_plan":
