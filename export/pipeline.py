@@ -136,9 +136,12 @@ def run_export(settings: ExportSettings) -> ExportResult:
         convert_fp16(plain, current)
     if settings.precision is Precision.INT8:
         quantized = work / "int8.onnx"
-        kept = quantize_int8(current, quantized)
+        kept = quantize_int8(current, quantized, full=settings.int8_full)
         current = quantized
-        log.info("int8: dynamic per-channel quantization of the MatMuls, %d FFN down-projections kept fp32", len(kept))
+        scope = (
+            "every MatMul and attention" if settings.int8_full else "MatMuls; attention and FFN down-projections fp32"
+        )
+        log.info("int8: dynamic per-channel quantization of %s (%d nodes kept fp32)", scope, len(kept))
 
     parity = _parity(settings, source, current, tokenizer_dir, max_length) if settings.parity else None
     if not settings.parity:

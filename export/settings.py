@@ -47,6 +47,9 @@ class ExportSettings(BaseSettings):
     backend: Backend = Field(
         Backend.PYTHON, description="python: pip Triton/CPU; onnxruntime or tensorrt: NVIDIA container/GPU"
     )
+    int8_full: bool = Field(
+        False, description="int8: also quantize attention and FFN down-projections (faster; may fail the gate)"
+    )
     optimize: bool = Field(
         True, description="run onnxruntime's BERT graph optimizer (fused attention, GELU, LayerNorm)"
     )

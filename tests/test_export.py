@@ -87,3 +87,21 @@ def test_cli_gate_fails_loudly_and_lowering_it_is_reported(tmp_path: Path, tiny_
 def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
     result = _cli("--model", str(tmp_path / "absent"), "--output", str(tmp_path / "repo"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_full_int8_is_caught_by_the_gate_on_minilm(tmp_path: Path, minilm_dir: Path) -> None:
+    """Quantizing attention and FFN down-projections too costs MiniLM ~0.03 cosine: the gate must refuse."""
+    from bge_export.pipeline import ParityError, run_export
+    from bge_export.settings import ExportSettings
+
+    settings = ExportSettings(
+        model=str(minilm_dir),
+        output=tmp_path / "repo",
+        workdir=tmp_path / "w",
+        name=MINILM_NAME,
+        precision="int8",
+        int8_full=True,
+    )
+    with pytest.raises(ParityError, match=r"min cosine 0\.9[0-8]"):
+        run_export(settings)
+    assert not (tmp_path / "repo" / MINILM_NAME).exists()
