@@ -1,0 +1,32 @@
+"""`python -m bge_client.gateway` / `bge-gateway`: settings from flags and env, then uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import uvicorn
+from pydantic_settings import CliApp
+
+from bge_client.gateway.app import create_app
+from bge_client.gateway.settings import GatewaySettings
+
+log = logging.getLogger("bge_client.gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse flags (over `BGE_GATEWAY_*` env vars), say what will be served, and serve it."""
+    settings = CliApp.run(GatewaySettings, cli_args=list(argv) if argv is not None else None)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("bge-gateway: serving model '%s' from Triton model '%s' at %s (gRPC)",
+             settings.public_model_name, settings.model_name, settings.triton_url)
+    log.info("listening on http://%s:%d (OpenAI API under /v1, health at /health, metrics at /metrics)",
+             settings.host, settings.port)
+    log.info("settings: %s", settings.describe())
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.log_level == "debug", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Triton over gRPC: the only module of the gateway that imports tritonclient.
+
+One long-lived `tritonclient.grpc.aio` channel, a deadline on every call, and Triton's errors turned
+into gateway error kinds here so nothing above this module sees a gRPC status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
+from tritonclient.utils import InferenceServerException
+
+from bge_client.batching import pad_token_ids, text_array
+from bge_client.contract import (
+    EMBEDDING,
+    ENCODER_SUFFIX,
+    NUM_TOKENS,
+    TEXT,
+    TRUNCATE_PARAMETER,
+    Truncate,
+    is_queue_full,
+    read_model_facts,
+)
+from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.service import ModelInfo
+
+CONTROL_TIMEOUT_S = 5.0
+"""Deadline of readiness and config calls: short, so /health answers while Triton is stuck."""
+
+MAX_RECONNECT_BACKOFF_MS = 2000
+"""gRPC waits up to 120 s between reconnects by default; a gateway started before Triton (compose,
+Kubernetes) should notice Triton within seconds of it coming up."""
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's own defaults (message size, keepalive) plus a short reconnect backoff."""
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
+
+
+def classify_triton_error(status: str, message: str) -> ErrorKind:
+    """gRPC status (as tritonclient reports it, e.g. "StatusCode.UNAVAILABLE") + message -> kind."""
+    code = status.removeprefix("StatusCode.")
+    if code == "UNAVAILABLE" and is_queue_full(message):
+        return ErrorKind.OVERLOADED
+    if code == "RESOURCE_EXHAUSTED":
+        return ErrorKind.OVERLOADED
+    if code in {"UNAVAILABLE", "NOT_FOUND", "CANCELLED"}:
+        return ErrorKind.UNAVAILABLE
+    if code == "DEADLINE_EXCEEDED":
+        return ErrorKind.TIMEOUT
+    if code in {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}:
+        return ErrorKind.VALIDATION
+    return ErrorKind.BACKEND
+
+
+class TritonBackend:
+    """`Backend` for a Triton ensemble `model` and its `model-encoder`."""
+
+    def __init__(self, url: str, model: str, timeout_s: float) -> None:
+        self.url = url
+        self.model = model
+        self.encoder = model + ENCODER_SUFFIX
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
+
+    def _error(self, exc: InferenceServerException, doing: str) -> GatewayError:
+        status = str(exc.status() or "")
+        message = str(exc.message() or exc)
+        kind = classify_triton_error(status, message)
+        if kind is ErrorKind.UNAVAILABLE:
+            message = f"Triton at {self.url} is unavailable while {doing}: {message}"
+        elif kind is ErrorKind.TIMEOUT:
+            message = f"Triton did not answer within {self.timeout_s:g} s while {doing}"
+        elif kind is ErrorKind.OVERLOADED:
+            message = f"Triton's queue is full ({message}); retry shortly"
+        elif kind is ErrorKind.BACKEND:
+            message = f"Triton failed while {doing}: {status} {message}"
+        # Triton only rejects what it was sent as invalid: that is always the request's input.
+        return GatewayError(kind, message, param="input" if kind is ErrorKind.VALIDATION else None)
+
+    async def check_ready(self) -> None:
+        try:
+            ready = await self._client.is_model_ready(self.model, client_timeout=CONTROL_TIMEOUT_S)
+        except InferenceServerException as exc:
+            raise self._error(exc, f"checking that model '{self.model}' is ready") from None
+        if not ready:
+            raise GatewayError(ErrorKind.UNAVAILABLE,
+                               f"Triton at {self.url} reports model '{self.model}' is not ready")
+
+    async def _config(self, model: str) -> dict[str, Any]:
+        try:
+            answer = await self._client.get_model_config(model, as_json=True,
+                                                         client_timeout=CONTROL_TIMEOUT_S)
+        except InferenceServerException as exc:
+            raise self._error(exc, f"reading the config of model '{model}'") from None
+        return answer.get("config", answer)
+
+    async def model_info(self) -> ModelInfo:
+        await self.check_ready()
+        try:
+            ensemble = read_model_facts(await self._config(self.model))
+            encoder = read_model_facts(await self._config(self.encoder))
+        except (KeyError, ValueError) as exc:
+            raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the "
+                                                      f"contract: {exc}") from None
+        return ModelInfo(max_batch_size=ensemble.max_batch_size, encoder_max_batch_size=encoder.max_batch_size,
+                         dim=ensemble.dim)
+
+    async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+        data = text_array(texts)
+        tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        outputs = [grpcclient.InferRequestedOutput(EMBEDDING), grpcclient.InferRequestedOutput(NUM_TOKENS)]
+        try:
+            result = await self._client.infer(self.model, [tensor], outputs=outputs,
+                                              parameters={TRUNCATE_PARAMETER: truncate},
+                                              client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise self._error(exc, f"embedding {len(texts)} texts") from None
+        return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
+
+    async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        tensors = []
+        for name, array in pad_token_ids(ids).items():
+            tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            result = await self._client.infer(self.encoder, tensors,
+                                              outputs=[grpcclient.InferRequestedOutput(EMBEDDING)],
+                                              client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise self._error(exc, f"embedding {len(ids)} token-id inputs") from None
+        return result.as_numpy(EMBEDDING)
+
+    async def close(self) -> None:
+        await self._client.close()

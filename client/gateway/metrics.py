@@ -1,0 +1,35 @@
+"""Prometheus metrics of the gateway, in a registry per app so several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Requests, errors by reason, texts, tokens, latency and Triton round-trip time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("bge_gateway_requests", "HTTP requests by route and status code.",
+                                ["route", "status"], registry=self.registry)
+        self.errors = Counter("bge_gateway_errors", "Failed requests by error reason.", ["reason"],
+                              registry=self.registry)
+        self.texts = Counter("bge_gateway_texts", "Inputs embedded (duplicates included).",
+                             registry=self.registry)
+        self.tokens = Counter("bge_gateway_tokens", "Tokens embedded, as counted by the model.",
+                              registry=self.registry)
+        self.in_flight = Gauge("bge_gateway_requests_in_flight", "HTTP requests being handled.",
+                               registry=self.registry)
+        self.latency = Histogram("bge_gateway_request_duration_seconds", "HTTP request latency by route.",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.triton_seconds = Histogram("bge_gateway_triton_duration_seconds",
+                                        "Round-trip time of one Triton inference call.",
+                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def count_error(self, reason: str) -> None:
+        self.errors.labels(reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

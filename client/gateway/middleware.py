@@ -1,0 +1,131 @@
+"""Pure ASGI guards that run before FastAPI parses anything: metrics, API key, body size.
+
+Pure ASGI (not BaseHTTPMiddleware) so a rejected request costs no body read and no parsing,
+and the accepted body is streamed in once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bge_client.gateway.errors import ErrorKind, GatewayError, render
+from bge_client.gateway.metrics import Metrics
+
+PUBLIC_PATHS = frozenset({"/health"})
+"""Reachable without the API key: orchestrators probe health without secrets."""
+
+ROUTE_LABELS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/metrics"})
+"""Metric labels are limited to known routes so fuzzed paths cannot blow up cardinality."""
+
+
+async def reject(error: GatewayError, metrics: Metrics, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer with the one error renderer and count the reason."""
+    metrics.count_error(error.kind.value)
+    await render(error)(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route and status, and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in ROUTE_LABELS else "other"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+class ApiKeyMiddleware:
+    """401 unless `Authorization: Bearer <key>` matches, on every path but /health."""
+
+    def __init__(self, app: ASGIApp, api_key: str, metrics: Metrics) -> None:
+        self.app = app
+        self.expected = api_key.encode("utf-8")
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected):
+            await self.app(scope, receive, send)
+            return
+        problem = "is missing" if not header else "is not valid"
+        await reject(GatewayError(ErrorKind.UNAUTHENTICATED,
+                                  f"The API key {problem}: send 'Authorization: Bearer <key>'"),
+                     self.metrics, scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`, judged from Content-Length and again while the body streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    def _too_large(self, size: str) -> GatewayError:
+        return GatewayError(ErrorKind.PAYLOAD_TOO_LARGE,
+                            f"The request body is {size}, over the limit of {self.max_bytes} bytes; "
+                            "split the input into several requests")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await reject(GatewayError(ErrorKind.VALIDATION, "Content-Length is not a number"),
+                             self.metrics, scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await reject(self._too_large(f"{int(declared)} bytes"), self.metrics, scope, receive, send)
+                return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await reject(self._too_large(f"more than {self.max_bytes} bytes"), self.metrics,
+                             scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,240 @@
+"""Embedding logic between the HTTP surface and Triton: validate, de-duplicate, chunk, fan out, reassemble.
+
+Knows nothing about HTTP or tritonclient. The backend it drives is the small `Backend` interface, so
+unit tests can exercise this logic with a stand-in while integration tests use the real Triton one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from bge_client.batching import Dedup, chunk_slices, gather_or_cancel
+from bge_client.contract import Truncate
+from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.metrics import Metrics
+from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
+from bge_client.gateway.settings import GatewaySettings
+
+log = logging.getLogger("bge_client.gateway")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the gateway reads from Triton's model configs once the model is ready."""
+
+    max_batch_size: int  # of the ensemble: rows per text request
+    encoder_max_batch_size: int  # rows per token-id request
+    dim: int  # native embedding size
+
+
+class Backend(Protocol):
+    """The few calls the service needs from an inference server."""
+
+    url: str
+
+    async def model_info(self) -> ModelInfo: ...
+
+    async def check_ready(self) -> None:
+        """Return if the model can serve, else raise GatewayError(UNAVAILABLE) saying why."""
+
+    async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [n, D] vectors and int [n] token counts."""
+
+    async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """float32 [n, D] vectors for token-id rows."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """Vectors in input order and each input's real token count."""
+
+    vectors: np.ndarray  # float32 [n, dim]
+    num_tokens: np.ndarray  # int64 [n]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.num_tokens.sum())
+
+
+_TEXT_INDEX = re.compile(r"\btext (\d+)\b")
+
+
+def truncate_token_ids(row: list[int], limit: int, truncate: Truncate, where: str) -> list[int]:
+    """Apply the request's truncation to one token-id row (Triton's tokenizer does this for text)."""
+    if len(row) <= limit:
+        return row
+    if truncate == "END":
+        return row[:limit]
+    if truncate == "START":
+        return row[-limit:]
+    raise GatewayError(
+        ErrorKind.VALIDATION,
+        f"{where} has {len(row)} tokens, over the model's limit of {limit} "
+        "(truncate=NONE; use END or START to cut it)",
+        param="input",
+    )
+
+
+def resolve_dimensions(requested: int | None, native: int, matryoshka: Sequence[int]) -> int:
+    """Output size for a request: native, or a configured Matryoshka size; anything else is a 400."""
+    if requested is None or requested == native:
+        return native
+    if requested in matryoshka and requested < native:
+        return requested
+    if matryoshka:
+        allowed = ", ".join(str(d) for d in [*matryoshka, native] if d <= native)
+        hint = f"this model can return {allowed} dimensions"
+    else:
+        hint = f"this model only returns its native {native} dimensions (it is not configured as Matryoshka)"
+    raise GatewayError(ErrorKind.VALIDATION, f"dimensions={requested} is not supported: {hint}",
+                       param="dimensions")
+
+
+def shorten(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Matryoshka: keep the first `dim` components and L2-normalize again."""
+    if dim == vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dim]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return (cut / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32)
+
+
+class EmbeddingService:
+    """Turns validated requests into Triton calls; holds the in-flight limit and the model facts."""
+
+    def __init__(self, settings: GatewaySettings, backend: Backend, metrics: Metrics) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.metrics = metrics
+        self.info: ModelInfo | None = None
+        self.created = int(time.time())
+        self._in_flight = 0
+
+    async def load_info(self) -> ModelInfo:
+        """Model facts, read from Triton the first time the model is reachable."""
+        if self.info is None:
+            self.info = await self.backend.model_info()
+            log.info("ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
+                     self.settings.model_name, self.backend.url, self.info.max_batch_size, self.info.dim,
+                     self.settings.public_model_name)
+        return self.info
+
+    async def wait_until_ready(self, poll_s: float = 0.5, max_poll_s: float = 5.0) -> ModelInfo:
+        """Poll Triton until the model answers, saying once in plain words what is awaited."""
+        waiting_said = False
+        while True:
+            try:
+                return await self.load_info()
+            except GatewayError as exc:
+                if not waiting_said:
+                    log.warning("waiting for Triton model %r at %s: %s",
+                                self.settings.model_name, self.backend.url, exc.message)
+                    waiting_said = True
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 2, max_poll_s)
+
+    async def health(self) -> Health:
+        """Healthy only when Triton reports the model ready (raises UNAVAILABLE with the reason)."""
+        await self.backend.check_ready()
+        info = await self.load_info()
+        return Health(model=self.settings.public_model_name, triton_model=self.settings.model_name,
+                      max_batch_size=info.max_batch_size, dim=info.dim)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Validate against the settings, then embed; 429 at once when too many requests are in flight."""
+        if request.model != self.settings.public_model_name:
+            raise GatewayError(
+                ErrorKind.MODEL_NOT_FOUND,
+                f"The model '{request.model}' does not exist; this server serves "
+                f"'{self.settings.public_model_name}'", param="model")
+        if self._in_flight >= self.settings.max_concurrent_requests:
+            raise GatewayError(
+                ErrorKind.OVERLOADED,
+                f"the gateway already has {self._in_flight} requests in flight "
+                f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly")
+        self._in_flight += 1
+        try:
+            return await self._embed(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        inputs = request.inputs()
+        count = len(inputs.texts) if isinstance(inputs, TextInputs) else len(inputs.ids)
+        if count > self.settings.max_inputs:
+            raise GatewayError(ErrorKind.VALIDATION,
+                               f"input has {count} items, more than the limit of {self.settings.max_inputs}",
+                               param="input")
+        info = await self.load_info()
+        dim = resolve_dimensions(request.dimensions, info.dim, self.settings.matryoshka_dims)
+        if isinstance(inputs, TextInputs):
+            texts = inputs.texts
+            if request.input_type == "query":
+                texts = [self.settings.query_instruction + t for t in texts]
+            vectors, num_tokens = await self._embed_texts(texts, request.truncate, info.max_batch_size)
+        else:
+            if request.input_type == "query":
+                raise GatewayError(ErrorKind.VALIDATION,
+                                   "input_type=query needs text input: the instruction cannot be added to "
+                                   "token ids; prepend its tokens yourself", param="input_type")
+            limit = self.settings.max_input_tokens
+            rows = [truncate_token_ids(row, limit, request.truncate, f"input[{i}]")
+                    for i, row in enumerate(inputs.ids)]
+            vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size)
+        self.metrics.texts.inc(count)
+        self.metrics.tokens.inc(int(num_tokens.sum()))
+        return EmbeddingResult(vectors=shorten(vectors, dim), num_tokens=num_tokens)
+
+    async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            return await call()
+        finally:
+            self.metrics.triton_seconds.observe(time.perf_counter() - start)
+
+    async def _embed_texts(self, texts: list[str], truncate: Truncate,
+                           batch: int) -> tuple[np.ndarray, np.ndarray]:
+        dedup = Dedup.of(texts)
+        parts = await gather_or_cancel(
+            [partial(self._text_chunk, dedup, s, truncate) for s in chunk_slices(len(dedup.unique), batch)],
+            self.settings.chunk_concurrency)
+        vectors = np.concatenate([p[0] for p in parts])
+        num_tokens = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        return dedup.expand(vectors), dedup.expand(num_tokens)
+
+    async def _text_chunk(self, dedup: Dedup[str], rows: slice,
+                          truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+        """One Triton request; a bad text is reported by its index in the caller's input."""
+        try:
+            return await self._timed(partial(self.backend.embed_texts, dedup.unique[rows], truncate))
+        except GatewayError as exc:
+            if exc.kind is not ErrorKind.VALIDATION:
+                raise
+
+            def original(match: re.Match[str]) -> str:
+                return f"input[{dedup.first_index(rows.start + int(match.group(1)))}]"
+
+            raise GatewayError(exc.kind, _TEXT_INDEX.sub(original, exc.message, count=1),
+                               param="input") from None
+
+    async def _embed_token_ids(self, rows: list[list[int]], batch: int) -> tuple[np.ndarray, np.ndarray]:
+        dedup = Dedup.of([tuple(row) for row in rows])
+        parts = await gather_or_cancel(
+            [partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s]))
+             for s in chunk_slices(len(dedup.unique), batch)],
+            self.settings.chunk_concurrency)
+        num_tokens = np.array([len(row) for row in rows], dtype=np.int64)
+        return dedup.expand(np.concatenate(parts)), num_tokens

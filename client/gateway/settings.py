@@ -1,0 +1,89 @@
+"""The gateway's one settings object: every field is an env var (`BGE_GATEWAY_<FIELD>`) and a CLI flag."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bge_client.contract import DEFAULT_GRPC_URL, DEFAULT_MODEL, MAX_INPUT_TOKENS, QUERY_INSTRUCTION
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class GatewaySettings(BaseSettings):
+    """How the OpenAI-compatible gateway serves one Triton embedding model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BGE_GATEWAY_",
+        cli_prog_name="bge-gateway",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    triton_url: str = Field(
+        DEFAULT_GRPC_URL, description="Triton gRPC endpoint host:port (one long-lived channel).")
+    model_name: str = Field(DEFAULT_MODEL, description="Triton ensemble to call (text in, embedding out).")
+    served_model_name: str | None = Field(
+        None, description="Name clients pass as `model`; defaults to model_name.")
+    host: str = Field("0.0.0.0", description="Interface to bind; 127.0.0.1 keeps it off the network.")
+    port: int = Field(30000, ge=0, le=65535, description="HTTP port.")
+    api_key: SecretStr | None = Field(
+        None, description="If set, every route but /health needs `Authorization: Bearer <key>`.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0,
+        description="Largest request body; bigger ones get 413 before parsing (2048 long texts fit).")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of each Triton inference call; past it the client gets 504.")
+    max_inputs: int = Field(2048, gt=0, description="Most inputs in one request (OpenAI's limit is 2048).")
+    max_concurrent_requests: int = Field(
+        256, gt=0,
+        description="Embedding requests in flight at once; more get 429 at once instead of queueing "
+                    "(bounds memory; Triton's own queue bounds GPU work).")
+    chunk_concurrency: int = Field(
+        8, gt=0,
+        description="Triton requests one API request keeps in flight; more overlaps better, fewer leaves "
+                    "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).")
+    max_input_tokens: int = Field(
+        MAX_INPUT_TOKENS, gt=0, description="Token limit applied by the gateway to token-id input.")
+    query_instruction: str = Field(
+        QUERY_INSTRUCTION, description="Prepended to inputs sent with input_type=query.")
+    matryoshka_dims: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Dimensions the model was trained to be cut to (e.g. 256,512); `dimensions` may "
+                    "only differ from the native size when it is one of these. Empty: native only.")
+    log_level: LogLevel = Field("info", description="Logging level of the gateway and uvicorn.")
+
+    @field_validator("matryoshka_dims", mode="before")
+    @classmethod
+    def _parse_dims(cls, value: Any) -> Any:
+        """Accept "256,512" and "[256, 512]" from env/CLI as well as a list."""
+        if isinstance(value, str):
+            return [int(part) for part in value.strip("[] ").split(",") if part.strip()]
+        return value
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _positive_dims(cls, value: list[int]) -> list[int]:
+        if any(d < 1 for d in value):
+            raise ValueError("matryoshka dims must be positive")
+        return sorted(set(value))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def public_model_name(self) -> str:
+        """The `model` clients must send and the gateway reports."""
+        return self.served_model_name or self.model_name
+
+    def describe(self) -> str:
+        """One line for the start-up log; the API key is only said to be set, never shown."""
+        fields = self.model_dump()
+        fields["api_key"] = "set (redacted)" if self.api_key else "none"
+        return ", ".join(f"{name}={value}" for name, value in fields.items())

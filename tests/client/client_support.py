@@ -1,0 +1,29 @@
+"""Helpers for the thin client's tests (a module, not conftest, so tests can import it by name)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol
+
+
+class TritonLike(Protocol):
+    """What these tests use of the session `triton` fixture (tests/conftest.py)."""
+
+    grpc_url: str
+    http_url: str
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

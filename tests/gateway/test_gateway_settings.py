@@ -1,0 +1,61 @@
+"""Unit tests of the gateway's one settings object: defaults, env prefix, CLI flags, redaction."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from bge_client.gateway.settings import GatewaySettings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("BGE_GATEWAY_")]:
+        monkeypatch.delenv(name)
+
+
+def test_defaults_serve_the_issue_snippets() -> None:
+    settings = GatewaySettings()
+    assert (settings.triton_url, settings.model_name, settings.port) == ("localhost:8001", "bge-large-zh-v1.5", 30000)
+    assert (settings.host, settings.max_inputs, settings.api_key) == ("0.0.0.0", 2048, None)
+    assert settings.public_model_name == "bge-large-zh-v1.5"
+    assert settings.query_instruction == "为这个句子生成表示以用于检索相关文章："
+
+
+def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGE_GATEWAY_TRITON_URL", "triton:9001")
+    monkeypatch.setenv("BGE_GATEWAY_PORT", "8080")
+    monkeypatch.setenv("BGE_GATEWAY_API_KEY", "s3cret")
+    monkeypatch.setenv("BGE_GATEWAY_MATRYOSHKA_DIMS", "512,256")
+    monkeypatch.setenv("BGE_GATEWAY_LOG_LEVEL", "DEBUG")
+    settings = GatewaySettings()
+    assert (settings.triton_url, settings.port, settings.log_level) == ("triton:9001", 8080, "debug")
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
+    assert settings.matryoshka_dims == [256, 512]
+
+
+def test_cli_flags_map_onto_the_same_fields_and_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGE_GATEWAY_PORT", "8080")
+    settings = CliApp.run(GatewaySettings, cli_args=[
+        "--port", "9090", "--triton-url", "t:1", "--served-model-name", "alias", "--matryoshka-dims", "[128, 64]",
+        "--max-concurrent-requests", "3"])
+    assert (settings.port, settings.triton_url, settings.public_model_name) == (9090, "t:1", "alias")
+    assert settings.matryoshka_dims == [64, 128] and settings.max_concurrent_requests == 3
+
+
+def test_secrets_never_appear_in_what_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGE_GATEWAY_API_KEY", "s3cret")
+    settings = GatewaySettings()
+    assert "s3cret" not in settings.describe() and "s3cret" not in repr(settings)
+    assert "api_key=set (redacted)" in settings.describe()
+    assert "api_key=none" in GatewaySettings(api_key=None).describe()
+
+
+@pytest.mark.parametrize("field", [{"port": 70000}, {"max_body_bytes": 0}, {"request_timeout_s": 0},
+                                   {"matryoshka_dims": "0,64"}, {"log_level": "loud"}])
+def test_bad_values_are_refused(field: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(**field)
