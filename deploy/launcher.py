@@ -4,7 +4,8 @@ The wheel carries the server binary, the Python backend and one backend stub per
 version, but not in the layout Triton expects: the stub must sit beside
 ``libtriton_python.so`` and the bundled shared libraries must be on ``LD_LIBRARY_PATH``.
 This module assembles that layout once, starts the server, waits until every model is
-ready, reports it in plain words, and forwards SIGTERM/SIGINT so in-flight requests finish.
+ready, reports it in plain words, forwards SIGTERM/SIGINT so in-flight requests finish, and
+restarts the server when it can no longer serve (`Watchdog`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,11 @@ from types import TracebackType
 # Admin APIs that a serving deployment must not expose to clients (issue: access control).
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging", "statistics")
 ADMIN_HEADER = "triton-admin-key"
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+"""Triton prefixes the configured header on gRPC: an admin gRPC call sends this metadata key."""
+
+STUB_BINARY = "triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")
 
 
 class LauncherError(RuntimeError):
@@ -134,6 +140,77 @@ def repository_models(repository: Path) -> list[str]:
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state is [0], ppid [1]); None if gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        raw = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """A Python-backend stub: the process that runs one model instance's ``model.py`` for tritonserver.
+
+    Triton 2.51 neither restarts a stub that dies nor marks its model not ready; requests to it just
+    fail ("Stub process ... is not healthy"), so the launcher watches the stubs itself.
+    """
+
+    pid: int
+    model: str
+    shm_region: str  # /dev/shm file shared with tritonserver; left behind if the server is killed
+
+    @classmethod
+    def children_of(cls, parent: int) -> list[StubProcess]:
+        stubs = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _proc_stat(int(entry.name))
+            if stat is None or int(stat[1]) != parent:
+                continue
+            argv = _proc_cmdline(int(entry.name))
+            # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, ...
+            if len(argv) >= 3 and Path(argv[0]).name == STUB_BINARY:
+                stubs.append(cls(int(entry.name), Path(argv[1]).parent.parent.name, argv[2]))
+        return sorted(stubs, key=lambda stub: stub.model)
+
+    def death(self) -> str | None:
+        """How the stub ended ("killed by SIGKILL", "exited with code 1"), or None while it runs.
+
+        A dead stub stays a zombie until Triton reaps it; its exit status is still in /proc/<pid>/stat.
+        """
+        stat = _proc_stat(self.pid)
+        if stat is None:
+            return "exited"
+        if stat[0] not in ("Z", "X"):
+            return None if self.is_running() else "exited"
+        status = int(stat[49]) if len(stat) > 49 else 0  # exit_code, as waitpid(2) reports it
+        if status & 0x7F:
+            return f"killed by {signal.Signals(status & 0x7F).name}"
+        return f"exited with code {status >> 8}"
+
+    def is_running(self) -> bool:
+        """Still this stub (not a recycled pid) and not a zombie."""
+        stat = _proc_stat(self.pid)
+        argv = _proc_cmdline(self.pid)
+        return stat is not None and stat[0] not in ("Z", "X") and bool(argv) and Path(argv[0]).name == STUB_BINARY
+
+    def clean_up(self) -> None:
+        """After tritonserver is gone: end the stub if it outlived it and remove its shared memory."""
+        if self.is_running():
+            os.kill(self.pid, signal.SIGKILL)
+        (SHM_DIR / self.shm_region).unlink(missing_ok=True)
+
+
 class TritonServer:
     """A running tritonserver process; a context manager that always stops it."""
 
@@ -144,6 +221,9 @@ class TritonServer:
         self.log_path = self.workdir / "tritonserver.log"
         self.quiet = quiet
         self.process: subprocess.Popen[bytes] | None = None
+        self.stubs: list[StubProcess] = []
+        """The Python-backend stubs of the running server, recorded once it is ready."""
+        self._terminated: int | None = None
 
     @property
     def http_url(self) -> str:
@@ -162,8 +242,12 @@ class TritonServer:
         # environment, so model.py sees the same site-packages (tokenizers, onnxruntime, us).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         cmd = self.options.command(dist.binary, backend_dir)
-        log = None if not self.quiet else self.log_path.open("wb")
-        self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.stubs = []
+        if not self.quiet:
+            self.process = subprocess.Popen(cmd, env=env)
+            return self
+        with self.log_path.open("ab") as log:  # appended: a restarted server keeps the earlier log
+            self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def log_tail(self, lines: int = 40) -> str:
@@ -171,8 +255,17 @@ class TritonServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_ready(self, timeout_s: float = 120.0, models: Sequence[str] | None = None, report: bool = False) -> None:
-        """Block until the server and every model answer ready; raise with the log tail if not."""
+    def wait_ready(
+        self,
+        timeout_s: float = 120.0,
+        models: Sequence[str] | None = None,
+        report: bool = False,
+        abort: Callable[[], bool] | None = None,
+    ) -> None:
+        """Block until the server and every model answer ready; raise with the log tail if not.
+
+        ``abort`` is asked on every poll: a launcher told to stop must not sit out a model load.
+        """
         names = list(models) if models is not None else repository_models(self.options.model_repository)
         pending = list(names)
         deadline = time.monotonic() + timeout_s
@@ -180,6 +273,8 @@ class TritonServer:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise LauncherError(f"tritonserver exited (code {code}) before it was ready:\n{self.log_tail()}")
+            if abort is not None and abort():
+                raise LauncherError("stopped while waiting for the models to be ready")
             for name in list(pending):
                 status, _ = _get_json(f"{self.http_url}/v2/models/{name}/ready")
                 if status == 200:
@@ -189,6 +284,7 @@ class TritonServer:
             if not pending:
                 status, _ = _get_json(f"{self.http_url}/v2/health/ready")
                 if status == 200:
+                    self.stubs = StubProcess.children_of(self.process.pid)
                     return
             if time.monotonic() > deadline:
                 raise LauncherError(
@@ -196,17 +292,34 @@ class TritonServer:
                 )
             time.sleep(0.25)
 
+    def is_ready(self, timeout_s: float = 1.0) -> bool:
+        """Server ready, which with --strict-readiness means every model is ready."""
+        status, _ = _get_json(f"{self.http_url}/v2/health/ready", timeout=timeout_s)
+        return status == 200
+
+    def terminate(self) -> None:
+        """SIGTERM once per process: Triton drains on the first; a second would only repeat it."""
+        if self.process is not None and self.process.poll() is None and self._terminated != self.process.pid:
+            self._terminated = self.process.pid
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM, let Triton drain in-flight requests, then SIGKILL if it overstays."""
+        """SIGTERM, let Triton drain in-flight requests, then SIGKILL if it overstays.
+
+        After a SIGKILL (or any crash) the stubs may outlive the server and their shared memory stays
+        in /dev/shm; both are cleaned up so a restart starts from nothing.
+        """
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout=timeout_s or self.options.exit_timeout_s + 10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for stub in self.stubs:
+            stub.clean_up()
         return self.process.returncode
 
     def __enter__(self) -> TritonServer:
@@ -216,6 +329,101 @@ class TritonServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class WatchdogOptions:
+    """When the launcher restarts tritonserver by itself (flags ``--watchdog-*``)."""
+
+    poll_s: float = 0.25
+    """How often the stubs and the process are checked (cheap /proc reads)."""
+    not_ready_s: float = 15.0
+    """A server that was ready and then stays not ready (or does not answer) this long is restarted."""
+    grace_s: float = 5.0
+    """Before SIGKILL, in-flight work of the healthy models gets this long to finish. Triton cannot
+    unload a model whose stub is dead, so waiting for its own exit timeout would only delay recovery."""
+    max_restarts: int = 5
+    """Restarts allowed within ``window_s``; one more and the launcher exits 1, so the orchestrator
+    sees a crash loop instead of a server that flaps forever."""
+    window_s: float = 600.0
+
+
+class Watchdog:
+    """Restarts tritonserver when it can no longer serve, saying why in one line.
+
+    Triggers: a Python-backend stub died (Triton itself would keep reporting the model ready while
+    every request to it fails), tritonserver exited on its own, or the server stayed not ready for
+    ``not_ready_s`` after having been ready. The restart is SIGTERM (Triton closes HTTP at once, so
+    readiness probes fail within one poll, and refuses new gRPC work), SIGKILL after ``grace_s``,
+    clean-up of the stubs' shared memory, start, and wait until every model is ready again.
+    """
+
+    def __init__(self, server: TritonServer, options: WatchdogOptions, ready_timeout_s: float,
+                 stopping: Callable[[], bool], say: Callable[[str], None]) -> None:
+        self.server = server
+        self.options = options
+        self.ready_timeout_s = ready_timeout_s
+        self.stopping = stopping
+        self.say = say
+        self.restarts: list[float] = []
+        self._not_ready_since: float | None = None
+        self._next_ready_check = 0.0
+
+    def problem(self) -> str | None:
+        """Why the server cannot serve now, or None. Cheap enough to ask every ``poll_s``."""
+        process = self.server.process
+        if process is None:
+            return "tritonserver is not running"
+        if process.poll() is not None:
+            return f"tritonserver exited on its own (code {process.returncode})"
+        for stub in self.server.stubs:
+            death = stub.death()
+            if death is not None:
+                return f"the Python backend stub of model '{stub.model}' (pid {stub.pid}) {death}"
+        now = time.monotonic()
+        if now < self._next_ready_check:
+            return None
+        self._next_ready_check = now + 1.0
+        if self.server.is_ready():
+            self._not_ready_since = None
+            return None
+        self._not_ready_since = self._not_ready_since or now
+        if now - self._not_ready_since >= self.options.not_ready_s:
+            return f"tritonserver has not been ready for {now - self._not_ready_since:.0f}s"
+        return None
+
+    def restart(self, problem: str) -> bool:
+        """Restart tritonserver; False when the restart budget is spent or the restart failed."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < self.options.window_s] + [now]
+        budget = f"{self.options.max_restarts} in {self.options.window_s / 60:g} min"
+        if len(self.restarts) > self.options.max_restarts:
+            self.say(f"watchdog: {problem}; already restarted {budget}, giving up")
+            return False
+        self.say(f"watchdog: {problem}; restarting tritonserver (restart {len(self.restarts)}, at most {budget})")
+        code = self.server.stop(timeout_s=self.options.grace_s)
+        self.say(f"watchdog: old tritonserver gone (exit code {code}); starting a new one")
+        self._not_ready_since = None
+        if self.stopping():
+            return False
+        self.server.start()
+        try:
+            self.server.wait_ready(self.ready_timeout_s, abort=self.stopping)
+        except LauncherError as exc:
+            if not self.stopping():
+                self.say(f"watchdog: the restarted tritonserver did not become ready: {exc}")
+            return False
+        self.say(f"watchdog: tritonserver ready again {time.monotonic() - now:.1f}s after the failure was seen")
+        return True
+
+    def supervise(self) -> int | None:
+        """Keep the server serving until a stop is asked for; the exit code when the watchdog gives up."""
+        while not self.stopping():
+            problem = self.problem()
+            if problem is not None and not self.stopping() and not self.restart(problem):
+                return None if self.stopping() else 1
+            time.sleep(self.options.poll_s)
+        return None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -238,6 +446,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="expose model-control, shared-memory, trace, logging and statistics APIs",
     )
     parser.add_argument("--verbose", action="store_true", help="stream Triton's own log instead of a file")
+    defaults = WatchdogOptions()
+    parser.add_argument(
+        "--no-watchdog",
+        action="store_true",
+        help="do not restart tritonserver when a Python backend stub dies, it exits, or it stays not ready",
+    )
+    parser.add_argument(
+        "--watchdog-not-ready-s", type=float, default=defaults.not_ready_s,
+        help="restart a server that was ready and then stays not ready this long",
+    )
+    parser.add_argument(
+        "--watchdog-grace-s", type=float, default=defaults.grace_s,
+        help="on a restart, seconds in-flight requests get before SIGKILL",
+    )
+    parser.add_argument(
+        "--watchdog-max-restarts", type=int, default=defaults.max_restarts,
+        help=f"restarts allowed per {defaults.window_s / 60:g} min before the launcher exits 1",
+    )
     parser.add_argument("extra", nargs="*", help="extra tritonserver flags, after '--'")
     return parser.parse_args(argv)
 
@@ -261,41 +487,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = TritonServer(options, quiet=not args.verbose)
     stopping = False
 
+    def say(message: str) -> None:
+        print(f"bge-triton: {message}", flush=True)
+
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        print(
-            f"bge-triton: {signal.Signals(signum).name} received, draining in-flight requests "
-            f"(up to {options.exit_timeout_s}s)",
-            flush=True,
-        )
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
+        say(f"{signal.Signals(signum).name} received, draining in-flight requests (up to {options.exit_timeout_s}s)")
+        server.terminate()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(
-        f"bge-triton: starting tritonserver on {repository} (models: {', '.join(repository_models(repository))})",
-        flush=True,
-    )
+    say(f"starting tritonserver on {repository} (models: {', '.join(repository_models(repository))})")
     if not args.verbose:
-        print(f"bge-triton: Triton's own log goes to {server.log_path}", flush=True)
+        say(f"Triton's own log goes to {server.log_path}")
     server.start()
     try:
-        server.wait_ready(args.ready_timeout, report=True)
+        server.wait_ready(args.ready_timeout, report=True, abort=lambda: stopping)
     except LauncherError as exc:
         if not stopping:
             print(f"bge-triton: {exc}", file=sys.stderr, flush=True)
         server.stop()
         return 1
-    print(
-        f"bge-triton: ready - HTTP {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
-        f"metrics {args.host}:{args.metrics_port}/metrics",
-        flush=True,
+    say(
+        f"ready - HTTP {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
+        f"metrics {args.host}:{args.metrics_port}/metrics"
     )
+    if not args.no_watchdog:
+        watchdog_options = WatchdogOptions(
+            not_ready_s=args.watchdog_not_ready_s,
+            grace_s=args.watchdog_grace_s,
+            max_restarts=args.watchdog_max_restarts,
+        )
+        say(
+            f"watchdog on: restarts tritonserver if a Python backend stub dies, it exits, or it stays not "
+            f"ready for {watchdog_options.not_ready_s:g}s (at most {watchdog_options.max_restarts} restarts "
+            f"per {watchdog_options.window_s / 60:g} min)"
+        )
+        watchdog = Watchdog(server, watchdog_options, args.ready_timeout, lambda: stopping, say)
+        gave_up = watchdog.supervise()
+        if gave_up is not None:
+            server.stop()
+            return gave_up
+    if stopping:  # again, in case the signal came while a restart was starting a new process
+        server.terminate()
     assert server.process is not None
     code = server.process.wait()
-    print(f"bge-triton: tritonserver stopped (exit code {code})", flush=True)
+    for stub in server.stubs:
+        stub.clean_up()
+    say(f"tritonserver stopped (exit code {code})")
     return 0 if stopping and code in (0, -signal.SIGTERM) else code
 
 

@@ -2,7 +2,8 @@
 
 Each part is its own process: the export runs torch and exits, so the serving processes
 never carry it; Triton and the gateway stop in the order that loses no request (gateway
-first, so it stops taking work while Triton still answers what is in flight).
+first, so it stops taking work while Triton still answers what is in flight). While serving,
+the launcher's watchdog restarts Triton if a Python backend stub dies or it stops being ready.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from bge_deploy.launcher import LauncherError, ServerOptions, TritonServer
+from bge_deploy.launcher import LauncherError, ServerOptions, TritonServer, Watchdog, WatchdogOptions
 from bge_export.settings import Precision
 
 
@@ -51,6 +52,7 @@ class ServeSettings(BaseSettings):
     triton_grpc_url: str | None = Field(None, description="an existing Triton's gRPC host:port (with --no-triton)")
     api_key: SecretStr | None = Field(None, description="bearer token the gateway requires (none: open)")
     ready_timeout_s: float = Field(900.0, description="seconds to wait for models and gateway to be ready")
+    watchdog: bool = Field(True, description="restart Triton when a Python backend stub dies or it stays not ready")
 
     def served_name(self) -> str:
         return self.name or Path(self.model.rstrip("/")).name
@@ -154,12 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"ready: OpenAI-compatible API at http://{settings.host}:{settings.port}/v1 "
                 f"(model '{settings.served_name()}')"
             )
+        watchdog = None
+        if triton is not None and settings.watchdog:
+            watchdog = Watchdog(triton, WatchdogOptions(), settings.ready_timeout_s, lambda: stopping, say)
         while not stopping:
             for label, proc in (("gateway", gateway), ("tritonserver", triton and triton.process)):
-                if proc is not None and proc.poll() is not None:
+                if watchdog is not None and label == "tritonserver":
+                    problem = watchdog.problem()
+                    if problem is not None and not stopping and not watchdog.restart(problem):
+                        return 0 if stopping else 1
+                elif proc is not None and proc.poll() is not None:
                     say(f"{label} exited unexpectedly (code {proc.returncode}); stopping")
                     return 1
-            time.sleep(0.5)
+            time.sleep(WatchdogOptions.poll_s)
         return 0
     except LauncherError as exc:
         say(str(exc))

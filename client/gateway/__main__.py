@@ -25,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> None:
              settings.host, settings.port)
     log.info("settings: %s", settings.describe())
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", lifespan="on")
+                access_log=settings.log_level == "debug", lifespan="on",
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)
 
 
 if __name__ == "__main__":

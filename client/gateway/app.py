@@ -16,7 +16,12 @@ from starlette.responses import Response
 from bge_client.gateway.backend import TritonBackend
 from bge_client.gateway.errors import ErrorKind, GatewayError, from_http_status, render
 from bge_client.gateway.metrics import Metrics
-from bge_client.gateway.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from bge_client.gateway.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    CancelOnDisconnectMiddleware,
+    MetricsMiddleware,
+)
 from bge_client.gateway.routes import router
 from bge_client.gateway.service import Backend, EmbeddingService
 from bge_client.gateway.settings import GatewaySettings
@@ -76,7 +81,10 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
         try:
             yield
         finally:
+            # uvicorn runs this after its graceful drain: every request it accepted has been answered.
+            log.info("stopped: %s", metrics.summary())
             waiting.cancel()
+            await service.drain(settings.request_timeout_s)  # closing the channel would cancel them
             await used.close()
 
     app = FastAPI(title="bge-triton gateway", version="0.1.0", lifespan=lifespan,
@@ -100,14 +108,21 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return respond(from_http_status(exc.status_code, str(exc.detail), exc.headers))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "There was an error parsing the body" hides why: not UTF-8, nested too deep, an
+            # integer of thousands of digits. The cause says it in plain words.
+            detail = f"the request body could not be parsed as JSON: {str(exc.__cause__)[:200]}"
+        return respond(from_http_status(exc.status_code, detail, exc.headers))
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error")
         return respond(GatewayError(ErrorKind.BACKEND, f"internal error: {type(exc).__name__}"))
 
-    # Added last = runs first: count everything, then authenticate, then bound the body.
+    # Added last = runs first: count everything, then authenticate, then bound the body, then watch the
+    # connection while the handler runs.
+    app.add_middleware(CancelOnDisconnectMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), metrics=metrics)

@@ -26,7 +26,7 @@ from bge_client.contract import (
     read_model_facts,
 )
 from bge_client.gateway.errors import ErrorKind, GatewayError
-from bge_client.gateway.service import ModelInfo
+from bge_client.gateway.service import ModelInfo, time_left_s
 
 CONTROL_TIMEOUT_S = 5.0
 """Deadline of readiness and config calls: short, so /health answers while Triton is stuck."""
@@ -52,11 +52,18 @@ def channel_args() -> list[tuple[str, int]]:
     ]
 
 
+STUB_DEAD_MARKER = "is not healthy"
+"""Triton's INTERNAL answer when a Python-backend stub process has died ("Stub process '...' is not healthy."):
+an outage until the model is restarted, not a bug in the request, so it is a 503 like any other outage."""
+
+
 def classify_triton_error(status: str, message: str) -> ErrorKind:
     """gRPC status (as tritonclient reports it, e.g. "StatusCode.UNAVAILABLE") + message -> kind."""
     code = status.removeprefix("StatusCode.")
     if code == "UNAVAILABLE" and is_queue_full(message):
         return ErrorKind.OVERLOADED
+    if code == "INTERNAL" and STUB_DEAD_MARKER in message:
+        return ErrorKind.UNAVAILABLE
     if code == "RESOURCE_EXHAUSTED":
         return ErrorKind.OVERLOADED
     if code in {"UNAVAILABLE", "NOT_FOUND", "CANCELLED"}:
@@ -69,7 +76,11 @@ def classify_triton_error(status: str, message: str) -> ErrorKind:
 
 
 class TritonBackend:
-    """`Backend` for a Triton ensemble `model` and its `model-encoder`."""
+    """`Backend` for a Triton ensemble `model` and its `model-encoder`.
+
+    Each inference call's gRPC deadline is the time its request has left (`time_left_s`), so Triton
+    sees the gateway's request timeout and drops work whose caller has given up.
+    """
 
     def __init__(self, url: str, model: str, timeout_s: float) -> None:
         self.url = url
@@ -85,7 +96,7 @@ class TritonBackend:
         if kind is ErrorKind.UNAVAILABLE:
             message = f"Triton at {self.url} is unavailable while {doing}: {message}"
         elif kind is ErrorKind.TIMEOUT:
-            message = f"Triton did not answer within {self.timeout_s:g} s while {doing}"
+            return self._timeout(doing)
         elif kind is ErrorKind.OVERLOADED:
             message = f"Triton's queue is full ({message}); retry shortly"
         elif kind is ErrorKind.BACKEND:
@@ -93,11 +104,28 @@ class TritonBackend:
         # Triton only rejects what it was sent as invalid: that is always the request's input.
         return GatewayError(kind, message, param="input" if kind is ErrorKind.VALIDATION else None)
 
+    def _timeout(self, doing: str) -> GatewayError:
+        return GatewayError(ErrorKind.TIMEOUT, f"Triton did not answer within {self.timeout_s:g} s while {doing}")
+
+    def _deadline_s(self, doing: str) -> float:
+        """gRPC deadline of an inference call: what its request has left (all of it outside a request)."""
+        left = time_left_s()
+        if left is None:
+            return self.timeout_s
+        if left <= 0:
+            raise self._timeout(doing)
+        return left
+
     async def check_ready(self) -> None:
+        doing = f"checking that model '{self.model}' is ready"
         try:
             ready = await self._client.is_model_ready(self.model, client_timeout=CONTROL_TIMEOUT_S)
         except InferenceServerException as exc:
-            raise self._error(exc, f"checking that model '{self.model}' is ready") from None
+            error = self._error(exc, doing)
+            if error.kind is ErrorKind.TIMEOUT:  # a server too stuck to say whether it is ready is not
+                raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton at {self.url} did not answer within "
+                                                          f"{CONTROL_TIMEOUT_S:g} s while {doing}") from None
+            raise error from None
         if not ready:
             raise GatewayError(ErrorKind.UNAVAILABLE,
                                f"Triton at {self.url} reports model '{self.model}' is not ready")
@@ -126,12 +154,13 @@ class TritonBackend:
         tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput(EMBEDDING), grpcclient.InferRequestedOutput(NUM_TOKENS)]
+        doing = f"embedding {len(texts)} texts"
         try:
             result = await self._client.infer(self.model, [tensor], outputs=outputs,
                                               parameters={TRUNCATE_PARAMETER: truncate},
-                                              client_timeout=self.timeout_s)
+                                              client_timeout=self._deadline_s(doing))
         except InferenceServerException as exc:
-            raise self._error(exc, f"embedding {len(texts)} texts") from None
+            raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
 
     async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -140,12 +169,13 @@ class TritonBackend:
             tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
+        doing = f"embedding {len(ids)} token-id inputs"
         try:
             result = await self._client.infer(self.encoder, tensors,
                                               outputs=[grpcclient.InferRequestedOutput(EMBEDDING)],
-                                              client_timeout=self.timeout_s)
+                                              client_timeout=self._deadline_s(doing))
         except InferenceServerException as exc:
-            raise self._error(exc, f"embedding {len(ids)} token-id inputs") from None
+            raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING)
 
     async def close(self) -> None:

@@ -28,6 +28,7 @@ class ErrorKind(str, Enum):
     BACKEND = "backend"
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
+    CLIENT_CLOSED = "client_closed"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ ERROR_TABLE: dict[ErrorKind, ErrorSpec] = {
     ErrorKind.BACKEND: ErrorSpec(500, "server_error", "backend_error"),
     ErrorKind.UNAVAILABLE: ErrorSpec(503, "server_error", "service_unavailable"),
     ErrorKind.TIMEOUT: ErrorSpec(504, "server_error", "timeout"),
+    # nginx's code for "the client closed the connection first": only ever a metrics label, never sent.
+    ErrorKind.CLIENT_CLOSED: ErrorSpec(499, "invalid_request_error", "client_closed_request"),
 }
 
 RETRY_AFTER_S = 1

@@ -22,6 +22,9 @@ class Metrics:
                               registry=self.registry)
         self.in_flight = Gauge("bge_gateway_requests_in_flight", "HTTP requests being handled.",
                                registry=self.registry)
+        self.admitted = Gauge("bge_gateway_embedding_slots_in_use",
+                              "Embedding requests holding one of max_concurrent_requests slots (an abandoned "
+                              "request holds its slot until its Triton calls have ended).", registry=self.registry)
         self.latency = Histogram("bge_gateway_request_duration_seconds", "HTTP request latency by route.",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.triton_seconds = Histogram("bge_gateway_triton_duration_seconds",
@@ -33,3 +36,18 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def summary(self) -> str:
+        """One line for the shutdown log: requests answered, by route and status."""
+        counts: dict[str, dict[str, int]] = {}
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    by_status = counts.setdefault(sample.labels["route"], {})
+                    by_status[sample.labels["status"]] = int(sample.value)
+        if not counts:
+            return "answered no requests"
+        return "answered " + "; ".join(
+            f"{route}: {sum(by_status.values())} ("
+            + ", ".join(f"{status}: {n}" for status, n in sorted(by_status.items())) + ")"
+            for route, by_status in sorted(counts.items()))

@@ -1,4 +1,4 @@
-"""Pure ASGI guards that run before FastAPI parses anything: metrics, API key, body size.
+"""Pure ASGI guards that run before FastAPI parses anything: metrics, API key, body size, disconnects.
 
 Pure ASGI (not BaseHTTPMiddleware) so a rejected request costs no body read and no parsing,
 and the accepted body is streamed in once.
@@ -6,12 +6,13 @@ and the accepted body is streamed in once.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bge_client.gateway.errors import ErrorKind, GatewayError, render
+from bge_client.gateway.errors import ERROR_TABLE, ErrorKind, GatewayError, render
 from bge_client.gateway.metrics import Metrics
 
 PUBLIC_PATHS = frozenset({"/health"})
@@ -27,8 +28,16 @@ async def reject(error: GatewayError, metrics: Metrics, scope: Scope, receive: R
     await render(error)(scope, receive, send)
 
 
+CLIENT_CLOSED_STATUS = ERROR_TABLE[ErrorKind.CLIENT_CLOSED].status
+"""Status label of a request whose client left before the answer (no response was sent)."""
+
+
 class MetricsMiddleware:
-    """Counts every HTTP request by route and status, and times it."""
+    """Counts every HTTP request by route and status, and times it.
+
+    A request that ends without a response was abandoned by its client (see `CancelOnDisconnectMiddleware`)
+    and is counted as 499; one that raised is counted as 500, as the server answers it.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -40,7 +49,7 @@ class MetricsMiddleware:
             return
         path = scope["path"]
         route = path if path in ROUTE_LABELS else "other"
-        status = 500
+        status = 0
         start = time.perf_counter()
 
         async def send_and_record(message: Message) -> None:
@@ -52,9 +61,12 @@ class MetricsMiddleware:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_record)
+        except Exception:
+            status = status or 500
+            raise
         finally:
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.requests.labels(route, str(status or CLIENT_CLOSED_STATUS)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
@@ -129,3 +141,65 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class CancelOnDisconnectMiddleware:
+    """Cancels a request's handler as soon as its client disconnects, so no further Triton call is sent.
+
+    uvicorn keeps running a handler whose client has gone; for a 2048-input request that means up to
+    128 Triton calls computed for nobody while other callers wait. (Calls already in flight finish at
+    Triton unless `cancel_triton_calls` is set; see `EmbeddingService._timed`.) The body is read first
+    (the body limit has already bounded it), then the handler runs as a task while the connection is
+    watched: once the body is in, the only message left to receive is `http.disconnect`.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body: list[Message] = []
+        while not body or body[-1].get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # gone before the body arrived: nothing was started
+            body.append(message)
+        gone = asyncio.Event()
+        answered = False
+
+        async def replay() -> Message:
+            if body:
+                return body.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send_and_mark(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, replay, send_and_mark))
+        watcher = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            handler.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        # uvicorn also says "disconnect" once the answer has been sent: only an unanswered request is abandoned.
+        abandoned = (watcher.done() and not watcher.cancelled() and watcher.exception() is None
+                     and watcher.result()["type"] == "http.disconnect")
+        if abandoned and not handler.done() and not answered:
+            gone.set()
+            handler.cancel()
+            self.metrics.count_error(ErrorKind.CLIENT_CLOSED.value)
+            await asyncio.wait({handler})
+            if not handler.cancelled():
+                handler.exception()  # retrieved on purpose: nobody is left to tell
+            return
+        await handler

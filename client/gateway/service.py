@@ -11,9 +11,10 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,33 @@ from bge_client.gateway.settings import GatewaySettings
 log = logging.getLogger("bge_client.gateway")
 
 T = TypeVar("T")
+
+
+@dataclass
+class RequestScope:
+    """What follows one request into its chunk tasks: its deadline and the Triton calls it started.
+
+    A context variable carries it (as gRPC and Go carry deadlines), so the `Backend` interface stays
+    the few calls it is.
+    """
+
+    deadline: float  # time.monotonic() by which the request must be answered
+    calls: set[asyncio.Future[Any]] = field(default_factory=set)
+
+
+_scope: ContextVar[RequestScope | None] = ContextVar("bge_gateway_request_scope", default=None)
+
+
+def time_left_s() -> float | None:
+    """Seconds left before the current request's deadline; None outside a request."""
+    scope = _scope.get()
+    return None if scope is None else scope.deadline - time.monotonic()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Done-callback of a shielded call whose request has gone: its outcome has nobody left to tell."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass(frozen=True)
@@ -122,6 +150,7 @@ class EmbeddingService:
         self.info: ModelInfo | None = None
         self.created = int(time.time())
         self._in_flight = 0
+        self._leftovers: set[asyncio.Task[None]] = set()
 
     async def load_info(self) -> ModelInfo:
         """Model facts, read from Triton the first time the model is reachable."""
@@ -166,10 +195,39 @@ class EmbeddingService:
                 f"the gateway already has {self._in_flight} requests in flight "
                 f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly")
         self._in_flight += 1
+        self.metrics.admitted.set(self._in_flight)
+        scope = RequestScope(deadline=time.monotonic() + self.settings.request_timeout_s)
+        token = _scope.set(scope)
         try:
             return await self._embed(request)
         finally:
-            self._in_flight -= 1
+            _scope.reset(token)
+            self._release(scope)
+
+    def _release(self, scope: RequestScope) -> None:
+        """Free the request's slot, or, if Triton calls it left running are still out, once they end: so
+        max_concurrent_requests x chunk_concurrency keeps bounding the calls in Triton."""
+        running = [call for call in scope.calls if not call.done()]
+        if not running:
+            self._free_slot()
+            return
+
+        async def release_later() -> None:
+            await asyncio.wait(running)
+            self._free_slot()
+
+        leftover = asyncio.ensure_future(release_later())
+        self._leftovers.add(leftover)
+        leftover.add_done_callback(self._leftovers.discard)
+
+    def _free_slot(self) -> None:
+        self._in_flight -= 1
+        self.metrics.admitted.set(self._in_flight)
+
+    async def drain(self, timeout_s: float) -> None:
+        """On shutdown: wait for Triton calls left running by abandoned requests (each ends by its deadline)."""
+        if self._leftovers:
+            await asyncio.wait(set(self._leftovers), timeout=timeout_s)
 
     async def _embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         inputs = request.inputs()
@@ -199,11 +257,18 @@ class EmbeddingService:
         return EmbeddingResult(vectors=shorten(vectors, dim), num_tokens=num_tokens)
 
     async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One Triton call, timed. Unless `cancel_triton_calls`, it is shielded: a request that is cancelled
+        (client gone, a sibling chunk failed) sends no further calls but lets this one finish at Triton."""
         start = time.perf_counter()
-        try:
-            return await call()
-        finally:
-            self.metrics.triton_seconds.observe(time.perf_counter() - start)
+        task: asyncio.Future[T] = asyncio.ensure_future(call())
+        task.add_done_callback(lambda _: self.metrics.triton_seconds.observe(time.perf_counter() - start))
+        if self.settings.cancel_triton_calls:
+            return await task
+        scope = _scope.get()
+        if scope is not None:
+            scope.calls.add(task)
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
 
     async def _embed_texts(self, texts: list[str], truncate: Truncate,
                            batch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,9 @@ class GatewaySettings(BaseSettings):
         16 * 1024 * 1024, gt=0,
         description="Largest request body; bigger ones get 413 before parsing (2048 long texts fit).")
     request_timeout_s: float = Field(
-        30.0, gt=0, description="Deadline of each Triton inference call; past it the client gets 504.")
+        30.0, gt=0,
+        description="Deadline of each embedding request; every Triton call it makes carries the time left as "
+                    "its gRPC deadline, so Triton drops the work too. Past it the client gets 504.")
     max_inputs: int = Field(2048, gt=0, description="Most inputs in one request (OpenAI's limit is 2048).")
     max_concurrent_requests: int = Field(
         256, gt=0,
@@ -47,6 +49,13 @@ class GatewaySettings(BaseSettings):
         8, gt=0,
         description="Triton requests one API request keeps in flight; more overlaps better, fewer leaves "
                     "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).")
+    cancel_triton_calls: bool = Field(
+        False,
+        description="Cancel a request's Triton calls already in flight when its client disconnects, its "
+                    "deadline passes or another of its chunks fails. Either way no further call is sent. "
+                    "Off by default: Triton 2.51 (the nvidia-pytriton 0.7 wheel) can crash with SIGSEGV on "
+                    "gRPC cancellations (triton-inference-server/server#7368, fixed in 24.12); turn it on "
+                    "with a fixed Triton so abandoned work leaves its queue at once.")
     max_input_tokens: int = Field(
         MAX_INPUT_TOKENS, gt=0, description="Token limit applied by the gateway to token-id input.")
     query_instruction: str = Field(
@@ -55,6 +64,11 @@ class GatewaySettings(BaseSettings):
         default_factory=list,
         description="Dimensions the model was trained to be cut to (e.g. 256,512); `dimensions` may "
                     "only differ from the native size when it is one of these. Empty: native only.")
+    shutdown_timeout_s: int = Field(
+        20, gt=0,
+        description="On SIGTERM the gateway stops accepting connections and lets requests in flight finish "
+                    "for up to this long, then exits. Keep it under the pod's terminationGracePeriodSeconds "
+                    "minus its preStop sleep.")
     log_level: LogLevel = Field("info", description="Logging level of the gateway and uvicorn.")
 
     @field_validator("matryoshka_dims", mode="before")

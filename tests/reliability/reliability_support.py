@@ -1,0 +1,299 @@
+"""Helpers of the reliability tests: process memory, Prometheus scrapes, a launched `bge-triton`, load loops.
+
+Everything here talks to real processes on 127.0.0.1; every loop is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import tritonclient.grpc as grpcclient
+from gateway.gateway_process import SERVED_NAME, Gateway, free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+from bge_client.batching import text_array
+from bge_deploy.launcher import StubProcess
+
+MIB = 1024 * 1024
+ADMIN_KEY = "reliability-admin-key"
+
+GatewayFactory = Callable[..., Gateway]
+"""The `start_gateway_for` fixture: `(triton_url=None, healthy=True, **BGE_GATEWAY_settings) -> Gateway`."""
+
+
+class SharedTriton(Protocol):
+    """What these tests use of the session `triton` fixture (tests/conftest.py)."""
+
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    repository: Path
+    server: Any
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+
+# -- processes ---------------------------------------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process (0 once it is gone)."""
+    try:
+        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants: tritonserver plus its Python backend stubs."""
+    return rss_bytes(pid) + sum(tree_rss_bytes(child) for child in children(pid))
+
+
+# -- metrics -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scrape:
+    """One Prometheus scrape; `value` sums the samples of a name whose labels include the given ones.
+
+    The parser names counter samples `<name>_total` even where Triton writes `<name>`: either is accepted.
+    """
+
+    samples: list[tuple[str, dict[str, str], float]]
+
+    @classmethod
+    def of(cls, url: str, headers: dict[str, str] | None = None) -> Scrape:
+        text = httpx.get(url, headers=headers, timeout=10).text
+        return cls([(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
+                    for s in family.samples])
+
+    def value(self, name: str, **labels: str) -> float:
+        name = name.removesuffix("_total")
+        return sum(v for n, have, v in self.samples
+                   if n.removesuffix("_total") == name and all(have.get(k) == want for k, want in labels.items()))
+
+
+def triton_requests(scrape: Scrape, model: str) -> float:
+    """Requests a Triton model has finished (succeeded or failed, cancellations included)."""
+    return (scrape.value("nv_inference_request_success", model=model)
+            + scrape.value("nv_inference_request_failure", model=model))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> float:
+    """Poll until `condition()` holds; the seconds it took. Fails the test after `timeout_s`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(poll_s)
+    return time.monotonic() - start
+
+
+def pending_settles(metrics_url: str, model: str, timeout_s: float = 30.0) -> float:
+    """Seconds until none of `model`'s Triton models (ensemble, tokenizer, encoder) has a pending request."""
+    def idle() -> bool:
+        scrape = Scrape.of(metrics_url)
+        return all(scrape.value("nv_inference_pending_request_count", model=m) == 0
+                   for m in (model, f"{model}-tokenizer", f"{model}-encoder"))
+    return wait_until(idle, timeout_s, poll_s=0.1)
+
+
+# -- reference vectors and request bodies ------------------------------------------------------------------
+
+def reference_vectors(grpc_url: str, model: str, texts: Sequence[str], batch: int) -> dict[str, np.ndarray]:
+    """Each distinct text's vector, straight from Triton (one caller, no gateway): the expected answer."""
+    unique = list(dict.fromkeys(texts))
+    vectors: dict[str, np.ndarray] = {}
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        for start in range(0, len(unique), batch):
+            part = unique[start:start + batch]
+            data = text_array(part)
+            tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
+            tensor.set_data_from_numpy(data)
+            result = client.infer(model, [tensor], client_timeout=60)
+            vectors.update(zip(part, result.as_numpy("embedding"), strict=True))
+    return vectors
+
+
+def body(texts: Sequence[str], **fields: object) -> dict[str, object]:
+    return {"model": SERVED_NAME, "input": list(texts), **fields}
+
+
+def assert_vectors(response: httpx.Response, texts: Sequence[str], expected: dict[str, np.ndarray]) -> None:
+    """A 200 whose vectors are, in input order, the ones Triton computes for these texts."""
+    assert response.status_code == 200, response.text[:300]
+    data = response.json()["data"]
+    assert [d["index"] for d in data] == list(range(len(texts)))
+    got = np.array([d["embedding"] for d in data], dtype=np.float32)
+    np.testing.assert_allclose(got, np.stack([expected[t] for t in texts]), atol=1e-4)
+
+
+# -- load ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """One request of a load loop, as its client saw it."""
+
+    start: float
+    end: float
+    texts: list[str]
+    status: int | None = None
+    error: str | None = None  # transport error class name when there was no response
+    response: httpx.Response | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+async def steady_load(url: str, make_texts: Callable[[int, int], list[str]], workers: int, duration_s: float,
+                      max_per_worker: int, fresh_connections: bool = False,
+                      timeout_s: float = 20.0) -> list[Outcome]:
+    """`workers` clients posting back to back for `duration_s` (at most `max_per_worker` requests each).
+
+    `fresh_connections`: a new TCP connection per request, so a refused connection is told apart from a
+    request the server dropped.
+    """
+    outcomes: list[Outcome] = []
+    stop_at = time.monotonic() + duration_s
+    limits = httpx.Limits(max_keepalive_connections=0 if fresh_connections else workers)
+
+    async def worker(w: int, client: httpx.AsyncClient) -> None:
+        for i in range(max_per_worker):
+            if time.monotonic() >= stop_at:
+                return
+            texts = make_texts(w, i)
+            outcome = Outcome(time.monotonic(), 0.0, texts)
+            try:
+                outcome.response = await client.post(f"{url}/v1/embeddings", json=body(texts))
+                outcome.status = outcome.response.status_code
+            except httpx.TransportError as exc:
+                outcome.error = type(exc).__name__
+                await asyncio.sleep(0.02)  # a refused connection returns at once: do not spin
+            outcome.end = time.monotonic()
+            outcomes.append(outcome)
+
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        await asyncio.gather(*[worker(w, client) for w in range(workers)])
+    return outcomes
+
+
+# -- a launched bge-triton (the CLI, with its watchdog) ----------------------------------------------------------
+
+@dataclass
+class LaunchedTriton:
+    """`bge-triton` run as a process of its own, its output kept with the time of each line."""
+
+    process: subprocess.Popen[str]
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    started: float = field(default_factory=time.monotonic)
+    output: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.output)
+
+    def line_time(self, needle: str, after: float = 0.0) -> float | None:
+        """When a line containing `needle` was printed (monotonic), the first one after `after`."""
+        return next((t for t, line in list(self.output) if needle in line and t >= after), None)
+
+    def wait_for_line(self, needle: str, timeout_s: float, after: float = 0.0) -> float:
+        wait_until(lambda: self.line_time(needle, after) is not None or self.process.poll() is not None,
+                   timeout_s, poll_s=0.05)
+        found = self.line_time(needle, after)
+        assert found is not None, f"bge-triton never said {needle!r}:\n{self.text()}"
+        return found
+
+    def tritonserver_pid(self) -> int:
+        (pid,) = children(self.process.pid)
+        return pid
+
+    def stubs(self) -> list[StubProcess]:
+        return StubProcess.children_of(self.tritonserver_pid())
+
+    def model_ready(self, model: str) -> bool:
+        try:
+            return httpx.get(f"{self.http_url}/v2/models/{model}/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def launch_triton(repository: Path, *flags: str, timeout_s: float = 120.0) -> LaunchedTriton:
+    """Start `bge-triton` on free loopback ports with a known admin key; return once it says it is ready."""
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    cmd = ["bge-triton", "--model-repository", str(repository), "--host", "127.0.0.1", "--http-port", str(http),
+           "--grpc-port", str(grpc), "--metrics-port", str(metrics), *flags]
+    env = {**os.environ, "BGE_TRITON_ADMIN_KEY": ADMIN_KEY}
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    launched = LaunchedTriton(process, http, grpc, metrics)
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            launched.output.append((time.monotonic(), line.rstrip()))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        launched.wait_for_line("ready - HTTP", timeout_s)
+    except AssertionError:
+        launched.stop()
+        raise
+    return launched
+
+
+def texts_of(prefix: str, count: int, repeat: int = 10) -> list[str]:
+    """Distinct, mixed Chinese/ASCII texts: each request's rows differ so a wrong order shows."""
+    return [f"{prefix}-{i}：" + "今天天气不错 embedding " * repeat for i in range(count)]

@@ -1,0 +1,114 @@
+"""Crash visibility and recovery, on a `bge-triton` of the tests' own (never the shared session Triton).
+
+Triton 2.51 neither restarts a Python backend stub that dies nor marks its model not ready; the
+launcher's watchdog does the noticing: it restarts tritonserver, whose HTTP port (the readiness probe)
+refuses connections at once, and says why in one line. The gateway turns the outage into 503s with the
+reason, fast, and serves again as soon as the new server is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gateway.gateway_process import Gateway
+from reliability_support import (
+    GatewayFactory,
+    LaunchedTriton,
+    SharedTriton,
+    assert_vectors,
+    body,
+    launch_triton,
+    reference_vectors,
+    wait_until,
+)
+
+NOT_READY_S = 2.0
+GRACE_S = 1.0
+TEXTS = ["崩溃之后还是同一个向量", "same vector after a crash"]
+
+
+@pytest.fixture(scope="module")
+def launched(tiny_repository: Path) -> Iterator[LaunchedTriton]:
+    server = launch_triton(tiny_repository, "--exit-timeout", "5", "--watchdog-grace-s", str(GRACE_S),
+                           "--watchdog-not-ready-s", str(NOT_READY_S))
+    yield server
+    assert server.stop() == 0, server.text()
+
+
+@pytest.fixture(scope="module")
+def crash_gateway(start_gateway_for: GatewayFactory, launched: LaunchedTriton) -> Gateway:
+    return start_gateway_for(triton_url=launched.grpc_url)
+
+
+@pytest.fixture(scope="module")
+def expected(launched: LaunchedTriton, triton: SharedTriton) -> dict[str, np.ndarray]:
+    return reference_vectors(launched.grpc_url, triton.model_name, TEXTS, triton.max_batch_size)
+
+
+def health(gateway: Gateway) -> httpx.Response:
+    return httpx.get(f"{gateway.url}/health", timeout=10)
+
+
+def embed(gateway: Gateway) -> tuple[httpx.Response, float]:
+    start = time.monotonic()
+    response = httpx.post(f"{gateway.url}/v1/embeddings", json=body(TEXTS), timeout=30)
+    return response, time.monotonic() - start
+
+
+def recovered(gateway: Gateway, expected: dict[str, np.ndarray], since: float) -> float:
+    """Seconds from `since` until the gateway is healthy again; then its answer is the same vector."""
+    wait_until(lambda: health(gateway).status_code == 200, timeout_s=60, poll_s=0.1)
+    took = time.monotonic() - since
+    response, _ = embed(gateway)
+    assert_vectors(response, TEXTS, expected)
+    return took
+
+
+@pytest.mark.parametrize("role", ["tokenizer", "encoder"])
+def test_killed_stub_is_visible_at_once_and_recovers(launched: LaunchedTriton, crash_gateway: Gateway,
+                                                      expected: dict[str, np.ndarray], triton: SharedTriton,
+                                                      role: str) -> None:
+    model = f"{triton.model_name}-{role}"
+    recovered(crash_gateway, expected, time.monotonic())  # serving before (and after the previous case)
+    (stub,) = [s for s in launched.stubs() if s.model == model]
+    killed = time.monotonic()
+    os.kill(stub.pid, signal.SIGKILL)
+
+    not_ready_s = wait_until(lambda: not launched.model_ready(triton.model_name), timeout_s=5, poll_s=0.02)
+    refused = wait_until(lambda: health(crash_gateway).status_code == 503, timeout_s=5, poll_s=0.02)
+    reason = health(crash_gateway)
+    response, seconds = embed(crash_gateway)  # during the outage: a fast 503, not a hang
+    said = launched.wait_for_line(f"stub of model '{model}' (pid {stub.pid}) killed by SIGKILL", 5, after=killed)
+    recovery_s = recovered(crash_gateway, expected, killed)
+    print(f"\n{role} stub killed: model not ready after {not_ready_s:.2f} s, gateway /health 503 after "
+          f"{refused:.2f} s, a request during the outage got {response.status_code} in {seconds * 1000:.0f} ms, "
+          f"serving again after {recovery_s:.1f} s")
+    assert not_ready_s < 2.0 and refused < 2.0
+    assert reason.status_code == 503 and "unavailable" in reason.json()["error"]["message"]
+    assert response.status_code == 503 and seconds < 1.0
+    assert said - killed < 2.0
+    launched.wait_for_line("watchdog: tritonserver ready again", timeout_s=10, after=killed)
+    assert not Path("/dev/shm", stub.shm_region).exists()
+    assert stub.pid not in {s.pid for s in launched.stubs()}
+
+
+def test_frozen_server_is_restarted(launched: LaunchedTriton, crash_gateway: Gateway,
+                                    expected: dict[str, np.ndarray]) -> None:
+    """A tritonserver that stops answering (SIGSTOP) is restarted after the watchdog's not-ready time."""
+    recovered(crash_gateway, expected, time.monotonic())
+    old_stubs = launched.stubs()
+    frozen = time.monotonic()
+    os.kill(launched.tritonserver_pid(), signal.SIGSTOP)
+    said = launched.wait_for_line("has not been ready for", timeout_s=NOT_READY_S + 10, after=frozen)
+    recovery_s = recovered(crash_gateway, expected, frozen)
+    print(f"\nfrozen tritonserver: watchdog acted after {said - frozen:.1f} s, serving again after {recovery_s:.1f} s")
+    assert NOT_READY_S <= said - frozen < NOT_READY_S + 4  # + up to 2 checks of 1 s
+    assert not any(stub.is_running() for stub in old_stubs)  # the old server's stubs did not outlive it
+    assert not any(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
