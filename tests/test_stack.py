@@ -15,10 +15,25 @@ from support import free_port
 
 def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path) -> None:
     port, http, grpc, metrics = free_port(), free_port(), free_port(), free_port()
-    cmd = ["bge-serve", "--model", str(triton.bge.source_dir if triton.bge else triton.minilm.source_dir),
-           "--name", triton.bge.name if triton.bge else triton.minilm.name, "--repository", str(triton.repository),
-           "--host", "127.0.0.1", "--port", str(port), "--triton-http-port", str(http),
-           "--triton-grpc-port", str(grpc), "--triton-metrics-port", str(metrics)]
+    cmd = [
+        "bge-serve",
+        "--model",
+        str(triton.bge.source_dir if triton.bge else triton.minilm.source_dir),
+        "--name",
+        triton.bge.name if triton.bge else triton.minilm.name,
+        "--repository",
+        str(triton.repository),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--triton-http-port",
+        str(http),
+        "--triton-grpc-port",
+        str(grpc),
+        "--triton-metrics-port",
+        str(metrics),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     lines: list[str] = []
     try:

@@ -92,6 +92,10 @@ def test_engine_build_says_plainly_that_it_needs_a_gpu(tmp_path: Path) -> None:
 
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has a GPU; the no-GPU message is not reachable")
-    result = subprocess.run([sys.executable, "-m", "bge_export.tensorrt_engine", "--repository", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bge_export.tensorrt_engine", "--repository", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "no NVIDIA GPU here" in result.stderr

@@ -21,8 +21,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assets = require_bge_assets()
     out = tmp_path_factory.mktemp("bench") / "bge-bench-tiny"
     code = random_model_main(
-        ["--config", str(assets), "--out", str(out), "--layers", "2", "--hidden-size", "64", "--heads", "4",
-         "--intermediate-size", "128"]
+        [
+            "--config",
+            str(assets),
+            "--out",
+            str(out),
+            "--layers",
+            "2",
+            "--hidden-size",
+            "64",
+            "--heads",
+            "4",
+            "--intermediate-size",
+            "128",
+        ]
     )
     assert code == 0
     return out
@@ -43,10 +55,35 @@ def test_random_model_keeps_the_config_but_the_overridden_shape(tiny_model: Path
 def test_self_contained_run_against_triton(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [
-        sys.executable, "-m", "bge_deploy.bench", "--self-contained", "--model-dir", str(tiny_model),
-        "--model-name", "bge-bench-tiny", "--target", "triton", "--concurrency", "2", "--requests", "20",
-        "--lengths", "8-128", "--texts-per-request", "2", "--threads", "1", "--max-batch-size", "16",
-        "--pool-size", "64", "--baseline-seconds", "2", "--no-progress", "--output-dir", str(out),
+        sys.executable,
+        "-m",
+        "bge_deploy.bench",
+        "--self-contained",
+        "--model-dir",
+        str(tiny_model),
+        "--model-name",
+        "bge-bench-tiny",
+        "--target",
+        "triton",
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--lengths",
+        "8-128",
+        "--texts-per-request",
+        "2",
+        "--threads",
+        "1",
+        "--max-batch-size",
+        "16",
+        "--pool-size",
+        "64",
+        "--baseline-seconds",
+        "2",
+        "--no-progress",
+        "--output-dir",
+        str(out),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)

@@ -3,23 +3,6 @@
 from __future__ import annotations
 
 import socket
-from typing import Protocol
-
-
-class TritonLike(Protocol):
-    """What these tests use of the session `triton` fixture (tests/conftest.py)."""
-
-    grpc_url: str
-    http_url: str
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def max_batch_size(self) -> int: ...
 
 
 def closed_port() -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from client_support import TritonLike
+from support import TritonHandle as TritonLike
 
 
 @pytest.fixture(params=["grpc", "http"])

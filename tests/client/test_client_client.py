@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from client_support import TritonLike, closed_port
+from client_support import closed_port
+from support import TritonHandle as TritonLike
 from tritonclient.utils import InferenceServerException
 
 from bge_client import AsyncEmbeddingClient, EmbeddingClient, RetryPolicy
@@ -20,21 +21,25 @@ FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
 
 # --- pure pieces -------------------------------------------------------------------------------
 
+
 def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
     assert RetryPolicy(attempts=5, initial_backoff_s=0.1, max_backoff_s=0.5).delays() == [0.1, 0.2, 0.4, 0.5]
     assert RetryPolicy(attempts=1).delays() == []
 
 
-@pytest.mark.parametrize(("status", "message", "retry"), [
-    ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
-    ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", True),
-    ("StatusCode.RESOURCE_EXHAUSTED", "", True),
-    ("429", "Too Many Requests", True),
-    ("503", "Exceeds maximum queue size", True),
-    ("StatusCode.INVALID_ARGUMENT", "text 0 has 600 tokens", False),
-    ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
-    ("400", "bad", False),
-])
+@pytest.mark.parametrize(
+    ("status", "message", "retry"),
+    [
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
+        ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", True),
+        ("StatusCode.RESOURCE_EXHAUSTED", "", True),
+        ("429", "Too Many Requests", True),
+        ("503", "Exceeds maximum queue size", True),
+        ("StatusCode.INVALID_ARGUMENT", "text 0 has 600 tokens", False),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
+        ("400", "bad", False),
+    ],
+)
 def test_retry_only_overload_and_unreachable(status: str, message: str, retry: bool) -> None:
     assert is_retryable(InferenceServerException(message, status=status)) is retry
 
@@ -45,8 +50,11 @@ def test_connection_errors_retry_but_timeouts_do_not() -> None:
 
 
 def test_model_facts_from_grpc_and_http_configs() -> None:
-    config = {"name": "m", "max_batch_size": 64, "output": [{"name": "embedding", "dims": ["1024"]},
-                                                            {"name": "num_tokens", "dims": ["1"]}]}
+    config = {
+        "name": "m",
+        "max_batch_size": 64,
+        "output": [{"name": "embedding", "dims": ["1024"]}, {"name": "num_tokens", "dims": ["1"]}],
+    }
     assert read_model_facts({"config": config}) == read_model_facts(config)
     assert (read_model_facts(config).max_batch_size, read_model_facts(config).dim) == (64, 1024)
     with pytest.raises(ValueError, match="no 'embedding' output"):
@@ -60,6 +68,7 @@ def test_unknown_protocol_is_refused() -> None:
 
 # --- against a real tritonserver --------------------------------------------------------------
 
+
 def test_embed_returns_unit_float32_rows_and_token_counts(triton: TritonLike, triton_url: str, protocol: str) -> None:
     with EmbeddingClient(triton_url, protocol, triton.model_name) as client:  # type: ignore[arg-type]
         vectors = client.embed(TEXTS)
@@ -72,8 +81,10 @@ def test_embed_returns_unit_float32_rows_and_token_counts(triton: TritonLike, tr
 
 
 def test_both_protocols_agree(triton: TritonLike) -> None:
-    with EmbeddingClient(triton.grpc_url, "grpc", triton.model_name) as grpc_client, \
-            EmbeddingClient(triton.http_url.removeprefix("http://"), "http", triton.model_name) as http_client:
+    with (
+        EmbeddingClient(triton.grpc_url, "grpc", triton.model_name) as grpc_client,
+        EmbeddingClient(triton.http_url.removeprefix("http://"), "http", triton.model_name) as http_client,
+    ):
         np.testing.assert_allclose(grpc_client.embed(TEXTS), http_client.embed(TEXTS), atol=1e-6)
 
 
@@ -98,8 +109,12 @@ def test_async_client_matches_the_blocking_one(triton: TritonLike, triton_url: s
     texts = ["雨" * (i + 1) for i in range(2 * triton.max_batch_size + 3)]
 
     async def run() -> np.ndarray:
-        async with AsyncEmbeddingClient(triton_url, protocol, triton.model_name,  # type: ignore[arg-type]
-                                        max_concurrency=2) as client:
+        async with AsyncEmbeddingClient(
+            triton_url,
+            protocol,
+            triton.model_name,  # type: ignore[arg-type]
+            max_concurrency=2,
+        ) as client:
             result = await client.embed_with_tokens(texts)
             assert result.num_tokens.tolist() == [len(t) + 2 for t in texts]
             return await client.embed(texts)
@@ -116,17 +131,27 @@ def test_empty_input_gives_an_empty_matrix(triton: TritonLike) -> None:
 
 def test_unreachable_server_is_retried_with_backoff_then_raised(protocol: str) -> None:
     start = time.perf_counter()
-    with pytest.raises((InferenceServerException, OSError)), \
-            EmbeddingClient(f"127.0.0.1:{closed_port()}", protocol, retry=FAST_RETRY,  # type: ignore[arg-type]
-                            timeout_s=5) as client:
+    with (
+        pytest.raises((InferenceServerException, OSError)),
+        EmbeddingClient(
+            f"127.0.0.1:{closed_port()}",
+            protocol,
+            retry=FAST_RETRY,  # type: ignore[arg-type]
+            timeout_s=5,
+        ) as client,
+    ):
         client.embed("x")
     assert time.perf_counter() - start >= 0.5 * sum(FAST_RETRY.delays())  # both backoffs were waited
 
 
 def test_async_unreachable_server_is_retried_then_raised(protocol: str) -> None:
     async def run() -> None:
-        async with AsyncEmbeddingClient(f"127.0.0.1:{closed_port()}", protocol,  # type: ignore[arg-type]
-                                        retry=FAST_RETRY, timeout_s=5) as client:
+        async with AsyncEmbeddingClient(
+            f"127.0.0.1:{closed_port()}",
+            protocol,  # type: ignore[arg-type]
+            retry=FAST_RETRY,
+            timeout_s=5,
+        ) as client:
             await client.embed("x")
 
     start = time.perf_counter()
@@ -137,8 +162,11 @@ def test_async_unreachable_server_is_retried_then_raised(protocol: str) -> None:
 
 def test_deadline_is_enforced_and_not_retried(triton: TritonLike) -> None:
     start = time.perf_counter()
-    with pytest.raises(InferenceServerException, match="Deadline"), \
-            EmbeddingClient(triton.grpc_url, "grpc", triton.model_name, timeout_s=0.0005,
-                            retry=RetryPolicy(attempts=1)) as client:
+    with (
+        pytest.raises(InferenceServerException, match="Deadline"),
+        EmbeddingClient(
+            triton.grpc_url, "grpc", triton.model_name, timeout_s=0.0005, retry=RetryPolicy(attempts=1)
+        ) as client,
+    ):
         client.embed(["很长的文本" * 100] * triton.max_batch_size)
     assert time.perf_counter() - start < 1.0

@@ -64,9 +64,14 @@ def tritonserver_flags(argv: list[str]) -> Flags:
 
     ns = launcher.parse_args(args)
     options = launcher.ServerOptions(
-        model_repository=ns.model_repository, http_port=ns.http_port, grpc_port=ns.grpc_port,
-        metrics_port=ns.metrics_port, host=ns.host, exit_timeout_s=ns.exit_timeout,
-        restrict_admin_apis=not ns.no_restrict_admin_apis, extra_args=ns.extra,
+        model_repository=ns.model_repository,
+        http_port=ns.http_port,
+        grpc_port=ns.grpc_port,
+        metrics_port=ns.metrics_port,
+        host=ns.host,
+        exit_timeout_s=ns.exit_timeout,
+        restrict_admin_apis=not ns.no_restrict_admin_apis,
+        extra_args=ns.extra,
     )
     command = options.command(Path("tritonserver"), Path("/backends"))
     return parse_flags(command[1:])
@@ -127,7 +132,10 @@ def render(overlay: str) -> Rendered:
         pytest.skip("kubectl is not on PATH: the kustomize overlays cannot be rendered (install kubectl >= 1.27)")
     proc = subprocess.run(
         [kubectl, "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, f"kubectl kustomize {overlay} failed:\n{proc.stderr}"
     return Rendered(overlay, proc.stdout, [d for d in yaml.safe_load_all(proc.stdout) if d])
@@ -201,8 +209,10 @@ class Dockerfile:
 @pytest.fixture(scope="session")
 def dockerfiles() -> dict[str, Dockerfile]:
     """Dockerfiles keyed by stem: gateway, triton-cpu, triton-gpu, export."""
-    return {p.name.removesuffix(".Dockerfile"): Dockerfile.parse(p)
-            for p in sorted((DEPLOY / "docker").glob("*.Dockerfile"))}
+    return {
+        p.name.removesuffix(".Dockerfile"): Dockerfile.parse(p)
+        for p in sorted((DEPLOY / "docker").glob("*.Dockerfile"))
+    }
 
 
 @dataclass(frozen=True)

@@ -130,8 +130,9 @@ def test_dev_shm_is_memory_backed(overlay: Any) -> None:
 def test_termination_grace_outlasts_drain(overlay: Any) -> None:
     """SIGKILL comes only after the preStop sleep and Triton's own drain (exit timeout) are over."""
     flags = overlay.triton_flags()
-    exit_timeout = int(flags.one("exit-timeout-secs")) if "exit-timeout-secs" in flags \
-        else TRITON_DEFAULT_EXIT_TIMEOUT_S
+    exit_timeout = (
+        int(flags.one("exit-timeout-secs")) if "exit-timeout-secs" in flags else TRITON_DEFAULT_EXIT_TIMEOUT_S
+    )
     grace = overlay.triton_pod["terminationGracePeriodSeconds"]
     assert grace > exit_timeout + _pre_stop_sleep_s(overlay.triton)
     gateway_pod = overlay.one("Deployment", "bge-gateway")["spec"]["template"]["spec"]
@@ -280,8 +281,11 @@ def test_service_monitors_scrape_named_ports(overlay: Any) -> None:
     """CRDs skip schema validation, so check by hand: each selects a Service and one of its ports."""
     for monitor in overlay.all("ServiceMonitor"):
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-        services = [s for s in overlay.all("Service")
-                    if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
+        services = [
+            s
+            for s in overlay.all("Service")
+            if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))
+        ]
         assert len(services) == 1, monitor["metadata"]["name"]
         port_names = {p["name"] for p in services[0]["spec"]["ports"]}
         for endpoint in monitor["spec"]["endpoints"]:
@@ -318,15 +322,19 @@ def test_export_job_fills_the_repository_triton_reads(overlay: Any) -> None:
     assert env["EXPORT_BACKEND"] == {"cpu": "python", "gpu": "tensorrt"}[overlay.overlay]
     assert env["HF_HUB_OFFLINE"] == "1"
     assert _mount_of_claim(job_spec, export, "hf-cache")["mountPath"] == env["HF_HOME"]
-    for name in ("EXPORT_MODEL", "EXPORT_BACKEND", "EXPORT_PRECISION", "EXPORT_INSTANCES",
-                 "EXPORT_MAX_BATCH_SIZE"):
+    for name in ("EXPORT_MODEL", "EXPORT_BACKEND", "EXPORT_PRECISION", "EXPORT_INSTANCES", "EXPORT_MAX_BATCH_SIZE"):
         assert f'"${name}"' in export["args"][0], name
 
 
 def test_images_match_their_dockerfiles(overlay: Any, dockerfiles: dict[str, Any]) -> None:
     """Each image the overlay runs has a Dockerfile whose ports and user agree with the manifest."""
-    dockerfile_of = {"bge-triton-cpu": "triton-cpu", "bge-triton-gpu": "triton-gpu",
-                     "bge-gateway": "gateway", "bge-export-cpu": "export", "bge-export-gpu": "export"}
+    dockerfile_of = {
+        "bge-triton-cpu": "triton-cpu",
+        "bge-triton-gpu": "triton-gpu",
+        "bge-gateway": "gateway",
+        "bge-export-cpu": "export",
+        "bge-export-gpu": "export",
+    }
     for workload, spec in overlay.pod_specs().items():
         for container in spec["containers"]:
             repository = container["image"].rsplit(":", 1)[0].rsplit("/", 1)[-1]
@@ -342,8 +350,14 @@ def test_gpu_overlay_matches_compose(gpu: Any, compose: Any) -> None:
     images = {c["image"] for spec in gpu.pod_specs().values() for c in spec["containers"]}
     assert images == {compose.service(name)["image"] for name in ("export", "triton", "gateway")}
     k8s, box = gpu.triton_flags(), compose.triton_flags()
-    for flag in ("model-repository", "model-control-mode", "http-port", "grpc-port", "metrics-port",
-                 "exit-timeout-secs"):
+    for flag in (
+        "model-repository",
+        "model-control-mode",
+        "http-port",
+        "grpc-port",
+        "metrics-port",
+        "exit-timeout-secs",
+    ):
         assert k8s.one(flag) == box.one(flag), flag
     for flag in ("http-restricted-api", "grpc-restricted-protocol"):
         assert k8s.one(flag).split("=")[0] == box.one(flag).split("=")[0], flag
@@ -354,6 +368,7 @@ def test_gpu_overlay_matches_compose(gpu: Any, compose: Any) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
 
 def _container_port(container: Manifest, port: int | str) -> int:
     """Resolve a probe's or Service's port (number or name) against the container's ports."""
@@ -372,8 +387,9 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def _mount_of_claim(pod_spec: Manifest, container: Manifest, claim: str) -> Manifest:
-    volume = next(v["name"] for v in pod_spec["volumes"]
-                  if v.get("persistentVolumeClaim", {}).get("claimName") == claim)
+    volume = next(
+        v["name"] for v in pod_spec["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim
+    )
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume]
     return mount
 

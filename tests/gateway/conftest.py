@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_process import API_KEY, SERVED_NAME, Gateway, TritonLike, free_port, start_gateway, stop_gateway
+from gateway_process import API_KEY, SERVED_NAME, Gateway, free_port, start_gateway, stop_gateway
+from support import TritonHandle as TritonLike
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +35,10 @@ def gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gateway]:
 @pytest.fixture(scope="session")
 def restricted_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gateway]:
     """API key, 4 KiB body limit, Matryoshka sizes 16 and 32."""
-    running = start_gateway(gateway_logs, {**_triton_settings(triton), "API_KEY": API_KEY,
-                                           "MAX_BODY_BYTES": "4096", "MATRYOSHKA_DIMS": "16,32"})
+    running = start_gateway(
+        gateway_logs,
+        {**_triton_settings(triton), "API_KEY": API_KEY, "MAX_BODY_BYTES": "4096", "MATRYOSHKA_DIMS": "16,32"},
+    )
     yield running
     stop_gateway(running)
 
@@ -44,8 +47,9 @@ def restricted_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gatew
 def burst_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gateway]:
     """Admits one embedding request at a time (a concurrent second one gets 429), but sends all of its
     chunks to Triton at once (enough to overflow Triton's queue)."""
-    running = start_gateway(gateway_logs, {**_triton_settings(triton), "MAX_CONCURRENT_REQUESTS": "1",
-                                           "CHUNK_CONCURRENCY": "1000"})
+    running = start_gateway(
+        gateway_logs, {**_triton_settings(triton), "MAX_CONCURRENT_REQUESTS": "1", "CHUNK_CONCURRENCY": "1000"}
+    )
     yield running
     stop_gateway(running)
 

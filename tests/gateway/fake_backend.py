@@ -28,8 +28,9 @@ def vector_for(key: str) -> np.ndarray:
 class FakeBackend:
     url = "fake:0"
 
-    def __init__(self, max_batch_size: int = 4, fail: GatewayError | None = None,
-                 hold: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, max_batch_size: int = 4, fail: GatewayError | None = None, hold: asyncio.Event | None = None
+    ) -> None:
         self.info = ModelInfo(max_batch_size=max_batch_size, encoder_max_batch_size=max_batch_size, dim=DIM)
         self.fail = fail
         self.hold = hold

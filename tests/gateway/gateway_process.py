@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 
@@ -20,22 +19,6 @@ SERVED_NAME = "bge-large-zh-v1.5"
 """What the OpenAI snippets ask for; the test Triton's model has another name, mapped by the gateway."""
 
 API_KEY = "test-key-123"
-
-
-class TritonLike(Protocol):
-    """What these tests use of the session `triton` fixture (tests/conftest.py)."""
-
-    grpc_url: str
-    http_url: str
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def max_batch_size(self) -> int: ...
 
 
 @dataclass
@@ -54,16 +37,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(log_dir: Path, settings: dict[str, str], healthy: bool = True,
-                  timeout_s: float = 30.0) -> Gateway:
+def start_gateway(log_dir: Path, settings: dict[str, str], healthy: bool = True, timeout_s: float = 30.0) -> Gateway:
     """Start a gateway subprocess; wait for /health to be 200 (or to answer at all if not `healthy`)."""
     port = free_port()
-    env = {**os.environ, "BGE_GATEWAY_HOST": "127.0.0.1", "BGE_GATEWAY_PORT": str(port),
-           **{f"BGE_GATEWAY_{k}": v for k, v in settings.items()}}
+    env = {
+        **os.environ,
+        "BGE_GATEWAY_HOST": "127.0.0.1",
+        "BGE_GATEWAY_PORT": str(port),
+        **{f"BGE_GATEWAY_{k}": v for k, v in settings.items()},
+    }
     log_path = log_dir / f"gateway-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bge_client.gateway"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bge_client.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

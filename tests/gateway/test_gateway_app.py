@@ -40,6 +40,7 @@ def test_body_at_the_limit_passes_and_one_byte_more_is_413(client: TestClient) -
 
     def body(size: int) -> bytes:
         return base + b"x" * (size - len(base) - 2) + b'"}'
+
     headers = {"content-type": "application/json"}
     assert client.post("/v1/embeddings", content=body(200), headers=headers).status_code == 200
     refused = client.post("/v1/embeddings", content=body(201), headers=headers)
@@ -91,8 +92,12 @@ def test_unexpected_exceptions_are_500_in_the_same_shape() -> None:
     with make_client(backend) as client:
         response = client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
     assert response.status_code == 500
-    assert response.json()["error"] == {"message": "internal error: RuntimeError", "type": "server_error",
-                                         "param": None, "code": "backend_error"}
+    assert response.json()["error"] == {
+        "message": "internal error: RuntimeError",
+        "type": "server_error",
+        "param": None,
+        "code": "backend_error",
+    }
 
 
 def test_openapi_documents_openai_errors_not_fastapis_422(client: TestClient) -> None:

@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from gateway_process import API_KEY, SERVED_NAME, Gateway, TritonLike
+from gateway_process import API_KEY, SERVED_NAME, Gateway
+from support import TritonHandle as TritonLike
 
 
 def post(gateway: Gateway, body: object, **kwargs: object) -> httpx.Response:
@@ -27,23 +28,27 @@ def error_of(response: httpx.Response, status: int) -> dict[str, str | None]:
     return body["error"]
 
 
-@pytest.mark.parametrize(("body", "needle", "param"), [
-    ({"model": SERVED_NAME, "input": ""}, "empty string", "input"),
-    ({"model": SERVED_NAME, "input": []}, "empty list", "input"),
-    ({"model": SERVED_NAME, "input": ["ok", ""]}, "input[1] is an empty string", "input"),
-    ({"model": SERVED_NAME, "input": [[1, 2], []]}, "input[1] is an empty list", "input"),
-    ({"model": SERVED_NAME, "input": 42}, "got int", "input"),
-    ({"model": SERVED_NAME, "input": ["a", 1]}, "input[1] must be a string", "input"),
-    ({"model": SERVED_NAME, "input": [1, -5]}, "not a valid token id", "input"),
-    ({"model": SERVED_NAME}, "Field required", "input"),
-    ({"model": SERVED_NAME, "input": ["x"] * 2049}, "more than the limit of 2048", "input"),
-    ({"model": SERVED_NAME, "input": "x", "encoding_format": "int8"}, "'float' or 'base64'", "encoding_format"),
-    ({"model": SERVED_NAME, "input": "x", "dimensions": 7}, "dimensions=7 is not supported", "dimensions"),
-    ({"model": SERVED_NAME, "input": "x", "dimensions": "64"}, "valid integer", "dimensions"),
-    ({"model": SERVED_NAME, "input": "x", "truncate": "MIDDLE"}, "'NONE', 'START' or 'END'", "truncate"),
-    ({"model": SERVED_NAME, "input": [5, 999999]}, "token ids must be in", "input"),
-    ({"model": SERVED_NAME, "input": [101, 102], "input_type": "query"}, "needs text input", "input_type"),
-], ids=lambda v: None if isinstance(v, dict) else str(v)[:30])
+@pytest.mark.parametrize(
+    ("body", "needle", "param"),
+    [
+        ({"model": SERVED_NAME, "input": ""}, "empty string", "input"),
+        ({"model": SERVED_NAME, "input": []}, "empty list", "input"),
+        ({"model": SERVED_NAME, "input": ["ok", ""]}, "input[1] is an empty string", "input"),
+        ({"model": SERVED_NAME, "input": [[1, 2], []]}, "input[1] is an empty list", "input"),
+        ({"model": SERVED_NAME, "input": 42}, "got int", "input"),
+        ({"model": SERVED_NAME, "input": ["a", 1]}, "input[1] must be a string", "input"),
+        ({"model": SERVED_NAME, "input": [1, -5]}, "not a valid token id", "input"),
+        ({"model": SERVED_NAME}, "Field required", "input"),
+        ({"model": SERVED_NAME, "input": ["x"] * 2049}, "more than the limit of 2048", "input"),
+        ({"model": SERVED_NAME, "input": "x", "encoding_format": "int8"}, "'float' or 'base64'", "encoding_format"),
+        ({"model": SERVED_NAME, "input": "x", "dimensions": 7}, "dimensions=7 is not supported", "dimensions"),
+        ({"model": SERVED_NAME, "input": "x", "dimensions": "64"}, "valid integer", "dimensions"),
+        ({"model": SERVED_NAME, "input": "x", "truncate": "MIDDLE"}, "'NONE', 'START' or 'END'", "truncate"),
+        ({"model": SERVED_NAME, "input": [5, 999999]}, "token ids must be in", "input"),
+        ({"model": SERVED_NAME, "input": [101, 102], "input_type": "query"}, "needs text input", "input_type"),
+    ],
+    ids=lambda v: None if isinstance(v, dict) else str(v)[:30],
+)
 def test_invalid_input_is_400(gateway: Gateway, body: dict[str, object], needle: str, param: str) -> None:
     error = error_of(post(gateway, body), 400)
     assert needle in error["message"]
@@ -55,8 +60,10 @@ def test_not_json_and_not_an_object_are_400(gateway: Gateway) -> None:
     broken = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"})
     assert "not valid JSON" in error_of(broken, 400)["message"]
     assert "JSON object" in error_of(httpx.post(url, json=[1, 2]), 400)["message"]
-    assert "Content-Type" in error_of(httpx.post(url, content=b"{}", headers={"content-type": "text/plain"}),
-                                      400)["message"]
+    assert (
+        "Content-Type"
+        in error_of(httpx.post(url, content=b"{}", headers={"content-type": "text/plain"}), 400)["message"]
+    )
 
 
 def test_sdk_raises_bad_request_for_an_empty_string(gateway: Gateway) -> None:
@@ -111,8 +118,11 @@ def test_body_over_the_limit_is_413_while_streaming(restricted_gateway: Gateway)
             yield b'"' + b"x" * 100 + b'",'
         yield b'"end"]}'
 
-    response = httpx.post(f"{restricted_gateway.url}/v1/embeddings", content=chunks(),
-                          headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+    response = httpx.post(
+        f"{restricted_gateway.url}/v1/embeddings",
+        content=chunks(),
+        headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"},
+    )
     assert "content-length" not in response.request.headers
     assert "more than 4096 bytes" in error_of(response, 413)["message"]
 
@@ -132,8 +142,9 @@ def test_in_flight_limit_is_429_with_retry_after(burst_gateway: Gateway) -> None
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return list(await asyncio.gather(
-                *[client.post(f"{burst_gateway.url}/v1/embeddings", json=body) for _ in range(6)]))
+            return list(
+                await asyncio.gather(*[client.post(f"{burst_gateway.url}/v1/embeddings", json=body) for _ in range(6)])
+            )
 
     responses = asyncio.run(burst())
     statuses = sorted(r.status_code for r in responses)

@@ -19,7 +19,8 @@ from schemathesis.checks import not_a_server_error, positive_data_acceptance
 MAX_EXAMPLES = 60
 OPERATIONS = [("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/health"), ("GET", "/metrics")]
 CASES = [(method, path, GenerationMode.POSITIVE) for method, path in OPERATIONS] + [
-    ("POST", "/v1/embeddings", GenerationMode.NEGATIVE)]  # the GETs take no input to get wrong
+    ("POST", "/v1/embeddings", GenerationMode.NEGATIVE)
+]  # the GETs take no input to get wrong
 
 
 # Replaced by the check below; and schema-valid requests may still be refused with a 400 on purpose
@@ -48,19 +49,24 @@ def test_schema_lists_every_operation(api_schema: schemathesis.BaseSchema) -> No
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {g.value}" for m, p, g in CASES])
-def test_gateway_conforms_to_its_openapi(api_schema: schemathesis.BaseSchema, method: str, path: str,
-                                         mode: GenerationMode) -> None:
+def test_gateway_conforms_to_its_openapi(
+    api_schema: schemathesis.BaseSchema, method: str, path: str, mode: GenerationMode
+) -> None:
     operation = api_schema[path][method]
     statuses: list[int] = []
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def exercise(case: Case) -> None:
         if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
             case.body["model"] = SERVED_NAME  # else nearly every example stops at 404 model_not_found
-        response = case.call_and_validate(excluded_checks=EXCLUDED,
-                                          additional_checks=[only_documented_server_errors])
+        response = case.call_and_validate(excluded_checks=EXCLUDED, additional_checks=[only_documented_server_errors])
         statuses.append(response.status_code)
 
     exercise()

@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from gateway_process import SERVED_NAME, Gateway, TritonLike
+from gateway_process import SERVED_NAME, Gateway
+from support import TritonHandle as TritonLike
 
 from bge_client import EmbeddingClient
 from bge_client.contract import QUERY_INSTRUCTION
@@ -73,8 +74,9 @@ def test_response_has_exactly_openais_shape(gateway: Gateway, triton: TritonLike
     assert all(d["object"] == "embedding" and len(d["embedding"]) == triton.dim for d in body["data"])
 
 
-def test_big_request_is_chunked_deduplicated_and_in_order(sdk: openai.Client, triton: TritonLike,
-                                                          triton_client: EmbeddingClient) -> None:
+def test_big_request_is_chunked_deduplicated_and_in_order(
+    sdk: openai.Client, triton: TritonLike, triton_client: EmbeddingClient
+) -> None:
     unique = [f"第{i}句话：今天天气不错" for i in range(100)]
     texts = [unique[(i * 7) % len(unique)] for i in range(2048)]  # 2048 inputs, 100 distinct
     response = sdk.embeddings.create(model=SERVED_NAME, input=texts)
@@ -108,8 +110,9 @@ def test_token_ids_over_the_limit_are_truncated_or_refused(sdk: openai.Client) -
 def test_truncate_end_start_none_for_text(sdk: openai.Client) -> None:
     long_text = "今" * 300 + "天" * 300  # 602 tokens with [CLS]/[SEP]
     end = sdk.embeddings.create(model=SERVED_NAME, input=long_text, encoding_format="float")
-    start = sdk.embeddings.create(model=SERVED_NAME, input=long_text, encoding_format="float",
-                                  extra_body={"truncate": "START"})
+    start = sdk.embeddings.create(
+        model=SERVED_NAME, input=long_text, encoding_format="float", extra_body={"truncate": "START"}
+    )
     assert end.usage.prompt_tokens == start.usage.prompt_tokens == 512
     assert end.data[0].embedding != start.data[0].embedding
     with pytest.raises(openai.BadRequestError) as info:
@@ -120,8 +123,11 @@ def test_truncate_end_start_none_for_text(sdk: openai.Client) -> None:
 
 def test_query_gets_the_instruction_and_passage_does_not(sdk: openai.Client) -> None:
     def embed(text: str, **extra: str) -> list[float]:
-        return sdk.embeddings.create(model=SERVED_NAME, input=text, encoding_format="float",
-                                     extra_body=extra).data[0].embedding
+        return (
+            sdk.embeddings.create(model=SERVED_NAME, input=text, encoding_format="float", extra_body=extra)
+            .data[0]
+            .embedding
+        )
 
     assert embed("天气", input_type="query") == embed(QUERY_INSTRUCTION + "天气")
     assert embed("天气", input_type="passage") == embed("天气")
@@ -144,11 +150,14 @@ def test_metrics_count_requests_texts_tokens_and_triton_time(gateway: Gateway, s
     with pytest.raises(openai.NotFoundError):
         sdk.embeddings.create(model="no-such-model", input="x")
     text = httpx.get(f"{gateway.url}/metrics").text
-    for needle in ('bge_gateway_requests_total{route="/v1/embeddings",status="200"}',
-                   'bge_gateway_errors_total{reason="model_not_found"}',
-                   "bge_gateway_texts_total", "bge_gateway_tokens_total",
-                   'bge_gateway_request_duration_seconds_bucket{le="0.005",route="/v1/embeddings"}',
-                   "bge_gateway_triton_duration_seconds_count"):
+    for needle in (
+        'bge_gateway_requests_total{route="/v1/embeddings",status="200"}',
+        'bge_gateway_errors_total{reason="model_not_found"}',
+        "bge_gateway_texts_total",
+        "bge_gateway_tokens_total",
+        'bge_gateway_request_duration_seconds_bucket{le="0.005",route="/v1/embeddings"}',
+        "bge_gateway_triton_duration_seconds_count",
+    ):
         assert needle in text, needle
 
 

@@ -25,32 +25,38 @@ def parse(**fields: object) -> EmbeddingRequest:
     return EmbeddingRequest.model_validate({"model": "m", **fields})
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("今天天气怎么样", TextInputs(["今天天气怎么样"])),
-    (["a", "b"], TextInputs(["a", "b"])),
-    ([101, 102], TokenInputs([[101, 102]])),
-    ([[101], [5, 6]], TokenInputs([[101], [5, 6]])),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("今天天气怎么样", TextInputs(["今天天气怎么样"])),
+        (["a", "b"], TextInputs(["a", "b"])),
+        ([101, 102], TokenInputs([[101, 102]])),
+        ([[101], [5, 6]], TokenInputs([[101], [5, 6]])),
+    ],
+)
 def test_the_four_openai_input_shapes(value: object, expected: object) -> None:
     assert parse(input=value).inputs() == expected
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("", "input is an empty string"),
-    ([], "input is an empty list"),
-    (["a", ""], "input[1] is an empty string"),
-    ([[1], []], "input[1] is an empty list of token ids"),
-    ([1, "a"], "input[1] must be an integer token id"),
-    (["a", 1], "input[1] must be a string"),
-    ([[1], 2], "input[1] must be a list of token ids"),
-    ([True], "input[0] is bool"),
-    ([1.5], "input[0] is float"),
-    ({"text": "a"}, "got dict"),
-    (None, "got NoneType"),
-    ([-1], "not a valid token id"),
-    ([2**40], "not a valid token id"),
-    (["\ud800"], "lone surrogate"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "input is an empty string"),
+        ([], "input is an empty list"),
+        (["a", ""], "input[1] is an empty string"),
+        ([[1], []], "input[1] is an empty list of token ids"),
+        ([1, "a"], "input[1] must be an integer token id"),
+        (["a", 1], "input[1] must be a string"),
+        ([[1], 2], "input[1] must be a list of token ids"),
+        ([True], "input[0] is bool"),
+        ([1.5], "input[0] is float"),
+        ({"text": "a"}, "got dict"),
+        (None, "got NoneType"),
+        ([-1], "not a valid token id"),
+        ([2**40], "not a valid token id"),
+        (["\ud800"], "lone surrogate"),
+    ],
+)
 def test_invalid_input_gets_one_clear_message(value: object, message: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse(input=value)
@@ -63,10 +69,19 @@ def test_defaults_follow_openai_plus_extensions() -> None:
     assert (request.input_type, request.truncate) == (None, "END")
 
 
-@pytest.mark.parametrize("fields", [
-    {"dimensions": "64"}, {"dimensions": 0}, {"dimensions": 1.5}, {"encoding_format": "int8"},
-    {"user": 1}, {"input_type": "document"}, {"truncate": "end"}, {"model": 3},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"dimensions": "64"},
+        {"dimensions": 0},
+        {"dimensions": 1.5},
+        {"encoding_format": "int8"},
+        {"user": 1},
+        {"input_type": "document"},
+        {"truncate": "end"},
+        {"model": 3},
+    ],
+)
 def test_strict_fields(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         parse(input="x", **fields)
@@ -97,8 +112,10 @@ def test_response_shape_is_openais() -> None:
     body = orjson.loads(encode_embedding_response(np.eye(2, dtype=np.float32), 7, "bge", "float"))
     assert body == {
         "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": [1.0, 0.0]},
-                 {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]}],
+        "data": [
+            {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]},
+            {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
+        ],
         "model": "bge",
         "usage": {"prompt_tokens": 7, "total_tokens": 7},
     }

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from gateway_process import SERVED_NAME, TritonLike, free_port, start_gateway, stop_gateway
+from gateway_process import SERVED_NAME, free_port, start_gateway, stop_gateway
+from support import TritonHandle as TritonLike
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -60,8 +61,11 @@ def tcp_forwarder(port: int, target: str) -> Iterator[None]:
 
 def test_gateway_started_before_triton_becomes_ready_soon_after(triton: TritonLike, tmp_path: Path) -> None:
     port = free_port()  # nothing listens here yet: "Triton is still starting"
-    gateway = start_gateway(tmp_path, {"TRITON_URL": f"127.0.0.1:{port}", "MODEL_NAME": triton.model_name,
-                                       "SERVED_MODEL_NAME": SERVED_NAME}, healthy=False)
+    gateway = start_gateway(
+        tmp_path,
+        {"TRITON_URL": f"127.0.0.1:{port}", "MODEL_NAME": triton.model_name, "SERVED_MODEL_NAME": SERVED_NAME},
+        healthy=False,
+    )
     try:
         assert httpx.get(f"{gateway.url}/health").status_code == 503
         time.sleep(2)  # let gRPC's reconnect backoff grow

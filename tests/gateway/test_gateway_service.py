@@ -51,8 +51,9 @@ def test_chunks_run_concurrently_up_to_the_limit() -> None:
 
 def test_query_gets_the_instruction_and_truncate_is_passed_on() -> None:
     backend = FakeBackend()
-    asyncio.run(service(backend, query_instruction="Q:").embed(
-        request(input=["x"], input_type="query", truncate="START")))
+    asyncio.run(
+        service(backend, query_instruction="Q:").embed(request(input=["x"], input_type="query", truncate="START"))
+    )
     asyncio.run(service(backend).embed(request(input=["x"], input_type="passage")))
     assert backend.text_calls == [(["Q:x"], "START"), (["x"], "END")]
 

@@ -39,9 +39,21 @@ def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cli_flags_map_onto_the_same_fields_and_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BGE_GATEWAY_PORT", "8080")
-    settings = CliApp.run(GatewaySettings, cli_args=[
-        "--port", "9090", "--triton-url", "t:1", "--served-model-name", "alias", "--matryoshka-dims", "[128, 64]",
-        "--max-concurrent-requests", "3"])
+    settings = CliApp.run(
+        GatewaySettings,
+        cli_args=[
+            "--port",
+            "9090",
+            "--triton-url",
+            "t:1",
+            "--served-model-name",
+            "alias",
+            "--matryoshka-dims",
+            "[128, 64]",
+            "--max-concurrent-requests",
+            "3",
+        ],
+    )
     assert (settings.port, settings.triton_url, settings.public_model_name) == (9090, "t:1", "alias")
     assert settings.matryoshka_dims == [64, 128] and settings.max_concurrent_requests == 3
 
@@ -54,8 +66,16 @@ def test_secrets_never_appear_in_what_is_logged(monkeypatch: pytest.MonkeyPatch)
     assert "api_key=none" in GatewaySettings(api_key=None).describe()
 
 
-@pytest.mark.parametrize("field", [{"port": 70000}, {"max_body_bytes": 0}, {"request_timeout_s": 0},
-                                   {"matryoshka_dims": "0,64"}, {"log_level": "loud"}])
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"port": 70000},
+        {"max_body_bytes": 0},
+        {"request_timeout_s": 0},
+        {"matryoshka_dims": "0,64"},
+        {"log_level": "loud"},
+    ],
+)
 def test_bad_values_are_refused(field: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         GatewaySettings(**field)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from gateway.gateway_process import SERVED_NAME, Gateway, start_gateway, stop_gateway
-from reliability_support import GatewayFactory, SharedTriton
+from reliability_support import GatewayFactory
+from support import TritonHandle as SharedTriton
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,12 @@ def start_gateway_for(triton: SharedTriton, reliability_logs: Path) -> Iterator[
     started: list[Gateway] = []
 
     def start(triton_url: str | None = None, healthy: bool = True, **settings: str) -> Gateway:
-        env = {"TRITON_URL": triton_url or triton.grpc_url, "MODEL_NAME": triton.model_name,
-               "SERVED_MODEL_NAME": SERVED_NAME, **settings}
+        env = {
+            "TRITON_URL": triton_url or triton.grpc_url,
+            "MODEL_NAME": triton.model_name,
+            "SERVED_MODEL_NAME": SERVED_NAME,
+            **settings,
+        }
         gateway = start_gateway(reliability_logs, env, healthy=healthy)
         started.append(gateway)
         return gateway

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -32,23 +31,8 @@ GatewayFactory = Callable[..., Gateway]
 """The `start_gateway_for` fixture: `(triton_url=None, healthy=True, **BGE_GATEWAY_settings) -> Gateway`."""
 
 
-class SharedTriton(Protocol):
-    """What these tests use of the session `triton` fixture (tests/conftest.py)."""
-
-    grpc_url: str
-    http_url: str
-    metrics_url: str
-    repository: Path
-    server: Any
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def max_batch_size(self) -> int: ...
-
-
 # -- processes ---------------------------------------------------------------------------------------------
+
 
 def children(pid: int) -> list[int]:
     """Direct children of `pid` (from /proc)."""
@@ -82,6 +66,7 @@ def tree_rss_bytes(pid: int) -> int:
 
 # -- metrics -----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Scrape:
     """One Prometheus scrape; `value` sums the samples of a name whose labels include the given ones.
@@ -94,19 +79,24 @@ class Scrape:
     @classmethod
     def of(cls, url: str, headers: dict[str, str] | None = None) -> Scrape:
         text = httpx.get(url, headers=headers, timeout=10).text
-        return cls([(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
-                    for s in family.samples])
+        return cls(
+            [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+        )
 
     def value(self, name: str, **labels: str) -> float:
         name = name.removesuffix("_total")
-        return sum(v for n, have, v in self.samples
-                   if n.removesuffix("_total") == name and all(have.get(k) == want for k, want in labels.items()))
+        return sum(
+            v
+            for n, have, v in self.samples
+            if n.removesuffix("_total") == name and all(have.get(k) == want for k, want in labels.items())
+        )
 
 
 def triton_requests(scrape: Scrape, model: str) -> float:
     """Requests a Triton model has finished (succeeded or failed, cancellations included)."""
-    return (scrape.value("nv_inference_request_success", model=model)
-            + scrape.value("nv_inference_request_failure", model=model))
+    return scrape.value("nv_inference_request_success", model=model) + scrape.value(
+        "nv_inference_request_failure", model=model
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> float:
@@ -121,14 +111,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 
 
 def pending_settles(metrics_url: str, model: str, timeout_s: float = 30.0) -> float:
     """Seconds until none of `model`'s Triton models (ensemble, tokenizer, encoder) has a pending request."""
+
     def idle() -> bool:
         scrape = Scrape.of(metrics_url)
-        return all(scrape.value("nv_inference_pending_request_count", model=m) == 0
-                   for m in (model, f"{model}-tokenizer", f"{model}-encoder"))
+        return all(
+            scrape.value("nv_inference_pending_request_count", model=m) == 0
+            for m in (model, f"{model}-tokenizer", f"{model}-encoder")
+        )
+
     return wait_until(idle, timeout_s, poll_s=0.1)
 
 
 # -- reference vectors and request bodies ------------------------------------------------------------------
+
 
 def reference_vectors(grpc_url: str, model: str, texts: Sequence[str], batch: int) -> dict[str, np.ndarray]:
     """Each distinct text's vector, straight from Triton (one caller, no gateway): the expected answer."""
@@ -136,7 +131,7 @@ def reference_vectors(grpc_url: str, model: str, texts: Sequence[str], batch: in
     vectors: dict[str, np.ndarray] = {}
     with grpcclient.InferenceServerClient(grpc_url) as client:
         for start in range(0, len(unique), batch):
-            part = unique[start:start + batch]
+            part = unique[start : start + batch]
             data = text_array(part)
             tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
             tensor.set_data_from_numpy(data)
@@ -160,6 +155,7 @@ def assert_vectors(response: httpx.Response, texts: Sequence[str], expected: dic
 
 # -- load ----------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     """One request of a load loop, as its client saw it."""
@@ -176,9 +172,15 @@ class Outcome:
         return self.end - self.start
 
 
-async def steady_load(url: str, make_texts: Callable[[int, int], list[str]], workers: int, duration_s: float,
-                      max_per_worker: int, fresh_connections: bool = False,
-                      timeout_s: float = 20.0) -> list[Outcome]:
+async def steady_load(
+    url: str,
+    make_texts: Callable[[int, int], list[str]],
+    workers: int,
+    duration_s: float,
+    max_per_worker: int,
+    fresh_connections: bool = False,
+    timeout_s: float = 20.0,
+) -> list[Outcome]:
     """`workers` clients posting back to back for `duration_s` (at most `max_per_worker` requests each).
 
     `fresh_connections`: a new TCP connection per request, so a refused connection is told apart from a
@@ -209,6 +211,7 @@ async def steady_load(url: str, make_texts: Callable[[int, int], list[str]], wor
 
 
 # -- a launched bge-triton (the CLI, with its watchdog) ----------------------------------------------------------
+
 
 @dataclass
 class LaunchedTriton:
@@ -241,8 +244,9 @@ class LaunchedTriton:
         return next((t for t, line in list(self.output) if needle in line and t >= after), None)
 
     def wait_for_line(self, needle: str, timeout_s: float, after: float = 0.0) -> float:
-        wait_until(lambda: self.line_time(needle, after) is not None or self.process.poll() is not None,
-                   timeout_s, poll_s=0.05)
+        wait_until(
+            lambda: self.line_time(needle, after) is not None or self.process.poll() is not None, timeout_s, poll_s=0.05
+        )
         found = self.line_time(needle, after)
         assert found is not None, f"bge-triton never said {needle!r}:\n{self.text()}"
         return found
@@ -274,8 +278,20 @@ class LaunchedTriton:
 def launch_triton(repository: Path, *flags: str, timeout_s: float = 120.0) -> LaunchedTriton:
     """Start `bge-triton` on free loopback ports with a known admin key; return once it says it is ready."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = ["bge-triton", "--model-repository", str(repository), "--host", "127.0.0.1", "--http-port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics), *flags]
+    cmd = [
+        "bge-triton",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        *flags,
+    ]
     env = {**os.environ, "BGE_TRITON_ADMIN_KEY": ADMIN_KEY}
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     launched = LaunchedTriton(process, http, grpc, metrics)

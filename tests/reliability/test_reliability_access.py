@@ -17,8 +17,9 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 from gateway.gateway_process import API_KEY, Gateway
-from reliability_support import ADMIN_KEY, GatewayFactory, LaunchedTriton, SharedTriton, launch_triton
+from reliability_support import ADMIN_KEY, GatewayFactory, LaunchedTriton, launch_triton
 from starlette.routing import Route
+from support import TritonHandle as SharedTriton
 from tritonclient.utils import InferenceServerException
 
 from bge_client.gateway.app import create_app

@@ -19,12 +19,12 @@ from gateway.gateway_process import Gateway
 from reliability_support import (
     GatewayFactory,
     Scrape,
-    SharedTriton,
     assert_vectors,
     body,
     reference_vectors,
     texts_of,
 )
+from support import TritonHandle as SharedTriton
 
 CAPACITY = 4
 CHUNK_CONCURRENCY = 8
@@ -44,11 +44,11 @@ def test_gateway_bound_fits_inside_tritons_queue() -> None:
     assert CAPACITY * CHUNK_CONCURRENCY <= TRITON_QUEUE
 
 
-def test_burst_of_10x_capacity_gets_fast_429s_and_loses_nothing(bounded_gateway: Gateway,
-                                                                 triton: SharedTriton) -> None:
+def test_burst_of_10x_capacity_gets_fast_429s_and_loses_nothing(bounded_gateway: Gateway, triton: SharedTriton) -> None:
     requests = [texts_of(f"突发{r}", TEXTS_PER_REQUEST) for r in range(BURST)]
-    expected = reference_vectors(triton.grpc_url, triton.model_name, [t for r in requests for t in r],
-                                 triton.max_batch_size)
+    expected = reference_vectors(
+        triton.grpc_url, triton.model_name, [t for r in requests for t in r], triton.max_batch_size
+    )
     url = f"{bounded_gateway.url}/v1/embeddings"
     metrics_url = f"{bounded_gateway.url}/metrics"
     before = Scrape.of(metrics_url)
@@ -78,13 +78,17 @@ def test_burst_of_10x_capacity_gets_fast_429s_and_loses_nothing(bounded_gateway:
         assert_vectors(response, requests[i], expected)
     # One count, three ways: 429s seen by the clients, the error counter, the per-status request counter.
     overloaded = after.value("bge_gateway_errors_total", reason="overloaded") - before.value(
-        "bge_gateway_errors_total", reason="overloaded")
+        "bge_gateway_errors_total", reason="overloaded"
+    )
     counted_429 = after.value("bge_gateway_requests_total", route="/v1/embeddings", status="429") - before.value(
-        "bge_gateway_requests_total", route="/v1/embeddings", status="429")
+        "bge_gateway_requests_total", route="/v1/embeddings", status="429"
+    )
     assert overloaded == counted_429 == len(refused)
     seconds_429 = [s for _, _, s in refused]
-    print(f"\nburst of {BURST} at capacity {CAPACITY}: {len(accepted)} accepted, {len(refused)} refused; "
-          f"429 latency median {statistics.median(seconds_429) * 1000:.0f} ms, max {max(seconds_429) * 1000:.0f} ms")
+    print(
+        f"\nburst of {BURST} at capacity {CAPACITY}: {len(accepted)} accepted, {len(refused)} refused; "
+        f"429 latency median {statistics.median(seconds_429) * 1000:.0f} ms, max {max(seconds_429) * 1000:.0f} ms"
+    )
 
     # Coming back after Retry-After: every refused request completes, correctly (bounded rounds).
     waiting = [i for i, _, _ in refused]

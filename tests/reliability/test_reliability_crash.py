@@ -21,13 +21,13 @@ from gateway.gateway_process import Gateway
 from reliability_support import (
     GatewayFactory,
     LaunchedTriton,
-    SharedTriton,
     assert_vectors,
     body,
     launch_triton,
     reference_vectors,
     wait_until,
 )
+from support import TritonHandle as SharedTriton
 
 NOT_READY_S = 2.0
 GRACE_S = 1.0
@@ -36,8 +36,15 @@ TEXTS = ["崩溃之后还是同一个向量", "same vector after a crash"]
 
 @pytest.fixture(scope="module")
 def launched(tiny_repository: Path) -> Iterator[LaunchedTriton]:
-    server = launch_triton(tiny_repository, "--exit-timeout", "5", "--watchdog-grace-s", str(GRACE_S),
-                           "--watchdog-not-ready-s", str(NOT_READY_S))
+    server = launch_triton(
+        tiny_repository,
+        "--exit-timeout",
+        "5",
+        "--watchdog-grace-s",
+        str(GRACE_S),
+        "--watchdog-not-ready-s",
+        str(NOT_READY_S),
+    )
     yield server
     assert server.stop() == 0, server.text()
 
@@ -72,9 +79,9 @@ def recovered(gateway: Gateway, expected: dict[str, np.ndarray], since: float) -
 
 
 @pytest.mark.parametrize("role", ["tokenizer", "encoder"])
-def test_killed_stub_is_visible_at_once_and_recovers(launched: LaunchedTriton, crash_gateway: Gateway,
-                                                      expected: dict[str, np.ndarray], triton: SharedTriton,
-                                                      role: str) -> None:
+def test_killed_stub_is_visible_at_once_and_recovers(
+    launched: LaunchedTriton, crash_gateway: Gateway, expected: dict[str, np.ndarray], triton: SharedTriton, role: str
+) -> None:
     model = f"{triton.model_name}-{role}"
     recovered(crash_gateway, expected, time.monotonic())  # serving before (and after the previous case)
     (stub,) = [s for s in launched.stubs() if s.model == model]
@@ -87,9 +94,11 @@ def test_killed_stub_is_visible_at_once_and_recovers(launched: LaunchedTriton, c
     response, seconds = embed(crash_gateway)  # during the outage: a fast 503, not a hang
     said = launched.wait_for_line(f"stub of model '{model}' (pid {stub.pid}) killed by SIGKILL", 5, after=killed)
     recovery_s = recovered(crash_gateway, expected, killed)
-    print(f"\n{role} stub killed: model not ready after {not_ready_s:.2f} s, gateway /health 503 after "
-          f"{refused:.2f} s, a request during the outage got {response.status_code} in {seconds * 1000:.0f} ms, "
-          f"serving again after {recovery_s:.1f} s")
+    print(
+        f"\n{role} stub killed: model not ready after {not_ready_s:.2f} s, gateway /health 503 after "
+        f"{refused:.2f} s, a request during the outage got {response.status_code} in {seconds * 1000:.0f} ms, "
+        f"serving again after {recovery_s:.1f} s"
+    )
     assert not_ready_s < 2.0 and refused < 2.0
     assert reason.status_code == 503 and "unavailable" in reason.json()["error"]["message"]
     assert response.status_code == 503 and seconds < 1.0
@@ -99,8 +108,9 @@ def test_killed_stub_is_visible_at_once_and_recovers(launched: LaunchedTriton, c
     assert stub.pid not in {s.pid for s in launched.stubs()}
 
 
-def test_frozen_server_is_restarted(launched: LaunchedTriton, crash_gateway: Gateway,
-                                    expected: dict[str, np.ndarray]) -> None:
+def test_frozen_server_is_restarted(
+    launched: LaunchedTriton, crash_gateway: Gateway, expected: dict[str, np.ndarray]
+) -> None:
     """A tritonserver that stops answering (SIGSTOP) is restarted after the watchdog's not-ready time."""
     recovered(crash_gateway, expected, time.monotonic())
     old_stubs = launched.stubs()

@@ -26,7 +26,6 @@ from reliability_support import (
     GatewayFactory,
     LaunchedTriton,
     Scrape,
-    SharedTriton,
     body,
     launch_triton,
     pending_settles,
@@ -35,6 +34,7 @@ from reliability_support import (
     triton_requests,
     wait_until,
 )
+from support import TritonHandle as SharedTriton
 
 TIMEOUT_S = 0.3
 CHUNK_CONCURRENCY = 8  # the gateway's default
@@ -79,10 +79,13 @@ def test_request_timeout_is_the_grpc_deadline(impatient_gateway: Gateway, triton
     after = Scrape.of(triton.metrics_url)
     done = triton_requests(at_deadline, model) - triton_requests(before, model)
     later = triton_requests(after, model) - triton_requests(at_deadline, model)
-    cancelled = (after.value("nv_inference_request_failure", model=model, reason="CANCELED")
-                 - before.value("nv_inference_request_failure", model=model, reason="CANCELED"))
-    print(f"\n{kind}: 504 after {elapsed:.2f} s (deadline {TIMEOUT_S} s); of {chunks} chunks Triton had finished "
-          f"{done:.0f} by then and {later:.0f} after (cancelled {cancelled:.0f}); queues empty {settle_s:.1f} s later")
+    cancelled = after.value("nv_inference_request_failure", model=model, reason="CANCELED") - before.value(
+        "nv_inference_request_failure", model=model, reason="CANCELED"
+    )
+    print(
+        f"\n{kind}: 504 after {elapsed:.2f} s (deadline {TIMEOUT_S} s); of {chunks} chunks Triton had finished "
+        f"{done:.0f} by then and {later:.0f} after (cancelled {cancelled:.0f}); queues empty {settle_s:.1f} s later"
+    )
     # After the deadline only the calls already in flight end (answered or cancelled); no new one is sent.
     assert later <= CHUNK_CONCURRENCY
     assert done + later < chunks
@@ -107,8 +110,7 @@ def abandon(url: str, request: dict[str, object], after_s: float) -> str:
 
 
 @pytest.mark.parametrize("kind", ["text", "token_ids"])
-def test_client_disconnect_cancels_its_triton_work(patient_gateway: Gateway, triton: SharedTriton,
-                                                   kind: str) -> None:
+def test_client_disconnect_cancels_its_triton_work(patient_gateway: Gateway, triton: SharedTriton, kind: str) -> None:
     """The handler is cancelled at once: no chunk is sent after the client left, the ones in flight end."""
     request, chunks = big_request(kind, f"断开{kind}")
     model = triton_model(triton, kind)
@@ -120,7 +122,8 @@ def test_client_disconnect_cancels_its_triton_work(patient_gateway: Gateway, tri
     def counted() -> bool:
         scrape = Scrape.of(metrics_url)
         return scrape.value("bge_gateway_errors_total", reason="client_closed") > gateway_before.value(
-            "bge_gateway_errors_total", reason="client_closed")
+            "bge_gateway_errors_total", reason="client_closed"
+        )
 
     noticed_s = wait_until(counted, timeout_s=5)
     at_notice = Scrape.of(triton.metrics_url)
@@ -129,10 +132,13 @@ def test_client_disconnect_cancels_its_triton_work(patient_gateway: Gateway, tri
     after, gateway_after = Scrape.of(triton.metrics_url), Scrape.of(metrics_url)
     done = triton_requests(at_notice, model) - triton_requests(before, model)
     later = triton_requests(after, model) - triton_requests(at_notice, model)
-    closed = (gateway_after.value("bge_gateway_requests_total", route="/v1/embeddings", status="499")
-              - gateway_before.value("bge_gateway_requests_total", route="/v1/embeddings", status="499"))
-    print(f"\n{kind}: disconnect seen by the gateway within {noticed_s:.2f} s; of {chunks} chunks Triton had "
-          f"finished {done:.0f} by then and {later:.0f} after; queues empty {settled_s:.1f} s after the client left")
+    closed = gateway_after.value(
+        "bge_gateway_requests_total", route="/v1/embeddings", status="499"
+    ) - gateway_before.value("bge_gateway_requests_total", route="/v1/embeddings", status="499")
+    print(
+        f"\n{kind}: disconnect seen by the gateway within {noticed_s:.2f} s; of {chunks} chunks Triton had "
+        f"finished {done:.0f} by then and {later:.0f} after; queues empty {settled_s:.1f} s after the client left"
+    )
     assert closed == 1
     assert later <= CHUNK_CONCURRENCY  # only what was in flight; nothing sent after the client left
     assert done + later < chunks
@@ -147,9 +153,9 @@ def own_triton(tiny_repository: Path) -> Iterator[LaunchedTriton]:
     server.stop()
 
 
-def test_with_cancel_triton_calls_a_disconnect_drops_queued_calls(start_gateway_for: GatewayFactory,
-                                                                  own_triton: LaunchedTriton,
-                                                                  triton: SharedTriton) -> None:
+def test_with_cancel_triton_calls_a_disconnect_drops_queued_calls(
+    start_gateway_for: GatewayFactory, own_triton: LaunchedTriton, triton: SharedTriton
+) -> None:
     """CANCEL_TRITON_CALLS=true (for a Triton without the cancellation crash): the calls a departed
     client left in Triton's queue are cancelled there too, instead of being computed for nobody."""
     gateway = start_gateway_for(triton_url=own_triton.grpc_url, CANCEL_TRITON_CALLS="true")
@@ -160,8 +166,9 @@ def test_with_cancel_triton_calls_a_disconnect_drops_queued_calls(start_gateway_
     pending_settles(own_triton.metrics_url, triton.model_name)
     after = Scrape.of(own_triton.metrics_url)
     sent = triton_requests(after, model) - triton_requests(before, model)
-    cancelled = (after.value("nv_inference_request_failure", model=model, reason="CANCELED")
-                 - before.value("nv_inference_request_failure", model=model, reason="CANCELED"))
+    cancelled = after.value("nv_inference_request_failure", model=model, reason="CANCELED") - before.value(
+        "nv_inference_request_failure", model=model, reason="CANCELED"
+    )
     print(f"\ncancel_triton_calls: of {chunks} chunks Triton got {sent:.0f} and cancelled {cancelled:.0f} of them")
     assert sent < chunks and cancelled >= 1
 
@@ -185,8 +192,10 @@ def test_abandoned_requests_leave_no_state_behind(narrow_gateway: Gateway, trito
 
     def idle() -> bool:
         scrape = Scrape.of(f"{url}/metrics")
-        return (scrape.value("bge_gateway_embedding_slots_in_use") == 0
-                and scrape.value("bge_gateway_requests_in_flight") == 1)  # this scrape only
+        return (
+            scrape.value("bge_gateway_embedding_slots_in_use") == 0
+            and scrape.value("bge_gateway_requests_in_flight") == 1
+        )  # this scrape only
 
     for _ in range(10):  # warm-up: first-use allocations are not a leak
         abandon(url, request, after_s=0.005)
@@ -201,19 +210,23 @@ def test_abandoned_requests_leave_no_state_behind(narrow_gateway: Gateway, trito
     settle_s = pending_settles(triton.metrics_url, triton.model_name)
     after = Scrape.of(f"{url}/metrics")
     growth = rss_bytes(narrow_gateway.process.pid) - before_rss
-    closed = (after.value("bge_gateway_errors_total", reason="client_closed")
-              - before.value("bge_gateway_errors_total", reason="client_closed"))
-    print(f"\n{ABANDON_CYCLES} abandoned requests {dict(outcomes)}, {closed:.0f} counted as 499; slot free again "
-          f"{statistics.median(held) * 1000:.0f} ms (median) after the client left; Triton idle {settle_s:.1f} s "
-          f"after the last; gateway RSS growth {growth / 1024:.0f} KiB")
+    closed = after.value("bge_gateway_errors_total", reason="client_closed") - before.value(
+        "bge_gateway_errors_total", reason="client_closed"
+    )
+    print(
+        f"\n{ABANDON_CYCLES} abandoned requests {dict(outcomes)}, {closed:.0f} counted as 499; slot free again "
+        f"{statistics.median(held) * 1000:.0f} ms (median) after the client left; Triton idle {settle_s:.1f} s "
+        f"after the last; gateway RSS growth {growth / 1024:.0f} KiB"
+    )
     assert set(outcomes) <= {"left", "200"} and outcomes["left"] >= ABANDON_CYCLES * 0.9
     assert outcomes["left"] - 3 <= closed <= outcomes["left"]  # one leaving as its answer goes out is no 499
     assert growth < 2 * MIB
 
     async def pair() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as client:
-            answers = await asyncio.gather(*[client.post(f"{url}/v1/embeddings", json=body(texts_of(f"之后{i}", 8)))
-                                             for i in range(NARROW)])
+            answers = await asyncio.gather(
+                *[client.post(f"{url}/v1/embeddings", json=body(texts_of(f"之后{i}", 8))) for i in range(NARROW)]
+            )
         return [a.status_code for a in answers]
 
     assert asyncio.run(pair()) == [200] * NARROW  # every slot is free again

@@ -19,7 +19,8 @@ import tritonclient.grpc as grpcclient
 from gateway.gateway_process import SERVED_NAME, Gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import GatewayFactory, SharedTriton, assert_vectors, reference_vectors
+from reliability_support import GatewayFactory, assert_vectors, reference_vectors
+from support import TritonHandle as SharedTriton
 from tritonclient.utils import InferenceServerException
 
 from bge_deploy.launcher import StubProcess
@@ -86,8 +87,7 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("null-input", doc("null"), {}, 400, "input"),
     ("object-input", doc('{"text": "a"}'), {}, 400, "got dict"),
     ("empty-body", b"", {}, 400, "missing"),
-    ("form-encoded", b"model=bge&input=a", {"content-type": "application/x-www-form-urlencoded"}, 400,
-     "Content-Type"),
+    ("form-encoded", b"model=bge&input=a", {"content-type": "application/x-www-form-urlencoded"}, 400, "Content-Type"),
     ("multipart", b"--x\r\n\r\na\r\n--x--", {"content-type": "multipart/form-data; boundary=x"}, 400, ""),
     ("no-content-type", doc('"a"'), {"content-type": ""}, 400, ""),
     ("truncate-lowercase", doc('"a"', truncate='"none"'), {}, 400, "truncate"),
@@ -98,12 +98,14 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
 
 
 @pytest.mark.parametrize(("body", "headers", "status", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_a_clear_4xx_at_once(input_gateway: Gateway, body: bytes, headers: dict[str, str],
-                                          status: int, needle: str) -> None:
+def test_bad_input_is_a_clear_4xx_at_once(
+    input_gateway: Gateway, body: bytes, headers: dict[str, str], status: int, needle: str
+) -> None:
     sent = {"content-type": "application/json", **headers}
     start = time.monotonic()
-    response = httpx.post(f"{input_gateway.url}/v1/embeddings", content=body,
-                          headers={k: v for k, v in sent.items() if v}, timeout=30)
+    response = httpx.post(
+        f"{input_gateway.url}/v1/embeddings", content=body, headers={k: v for k, v in sent.items() if v}, timeout=30
+    )
     elapsed = time.monotonic() - start
     assert response.status_code == status, response.text[:300]
     error = response.json()["error"]
@@ -115,8 +117,7 @@ def test_strange_but_valid_text_is_embedded(input_gateway: Gateway, triton: Shar
     """NUL, zero-width and control characters, emoji, a lone combining mark: valid Unicode, so 200."""
     texts = ["\u0000", "a\u200bb", "\x07\x1b[31m", "😀" * 600, "\u0301", "\ufeff中文"]
     expected = reference_vectors(triton.grpc_url, triton.model_name, texts, triton.max_batch_size)
-    response = httpx.post(f"{input_gateway.url}/v1/embeddings", json={"model": SERVED_NAME, "input": texts},
-                          timeout=30)
+    response = httpx.post(f"{input_gateway.url}/v1/embeddings", json={"model": SERVED_NAME, "input": texts}, timeout=30)
     assert_vectors(response, texts, expected)
 
 
@@ -127,12 +128,18 @@ text_item = st.one_of(
     st.text(max_size=80).map(lambda t: t.encode("utf-8", "surrogatepass")),  # lone surrogates included
     st.integers(1_000, 40_000).map(lambda n: "长".encode() * n),  # far over 512 tokens
 )
-truncate_value = st.one_of(st.none(), st.sampled_from(["END", "START", "NONE", "end", "", "MIDDLE"]),
-                           st.integers(-5, 5), st.booleans(), st.text(max_size=10))
+truncate_value = st.one_of(
+    st.none(),
+    st.sampled_from(["END", "START", "NONE", "end", "", "MIDDLE"]),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.text(max_size=10),
+)
 
 
-def infer_raw(client: grpcclient.InferenceServerClient, model: str, rows: list[bytes],
-              truncate: object) -> grpcclient.InferResult:
+def infer_raw(
+    client: grpcclient.InferenceServerClient, model: str, rows: list[bytes], truncate: object
+) -> grpcclient.InferResult:
     tensor = grpcclient.InferInput("text", [len(rows), 1], "BYTES")
     tensor.set_data_from_numpy(np.array(rows, dtype=np.object_).reshape(len(rows), 1))
     parameters = None if truncate is None else {"truncate": truncate}
@@ -152,8 +159,13 @@ def test_random_bytes_never_crash_the_tokenizer(triton: SharedTriton, role: str)
 
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
 
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(rows=st.lists(text_item, min_size=0, max_size=20), truncate=truncate_value)
         def exercise(rows: list[bytes], truncate: object) -> None:
             try:

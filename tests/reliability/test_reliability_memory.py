@@ -17,12 +17,12 @@ from gateway.gateway_process import SERVED_NAME, Gateway
 from reliability_support import (
     MIB,
     GatewayFactory,
-    SharedTriton,
     assert_vectors,
     reference_vectors,
     rss_bytes,
     tree_rss_bytes,
 )
+from support import TritonHandle as SharedTriton
 
 SOAK_REQUESTS = 20_000
 WARMUP_REQUESTS = 2_000
@@ -39,8 +39,10 @@ def soak_request(rng: random.Random, i: int) -> dict[str, object]:
     known ~1 s stalls, which this test is not about.)"""
     kind = rng.random()
     if kind < 0.1:
-        rows = [[101, *(rng.randrange(672, 8000) for _ in range(rng.randrange(1, 30))), 102]
-                for _ in range(rng.randrange(1, 4))]
+        rows = [
+            [101, *(rng.randrange(672, 8000) for _ in range(rng.randrange(1, 30))), 102]
+            for _ in range(rng.randrange(1, 4))
+        ]
         return {"model": SERVED_NAME, "input": rows}
     count = rng.choice([1, 1, 1, 2, 3, 4, 8])
     texts = [f"{i}-{j} " + "混合长度 mixed " * rng.randrange(0, 5) for j in range(count)]
@@ -91,17 +93,22 @@ def test_soak_keeps_rss_bounded(soak_gateway: Gateway, triton: SharedTriton) -> 
     after_warmup = [s for s in samples if s[0] >= WARMUP_REQUESTS]
     gateway_growth = max(s[1] for s in after_warmup) - after_warmup[0][1]
     triton_growth = max(s[2] for s in after_warmup) - after_warmup[0][2]
-    print(f"\nsoak: {done} requests in {elapsed:.1f} s ({done / elapsed:.0f}/s); "
-          f"gateway RSS {after_warmup[0][1] / MIB:.1f} -> max {max(s[1] for s in after_warmup) / MIB:.1f} MiB "
-          f"(+{gateway_growth / MIB:.2f}); Triton RSS {after_warmup[0][2] / MIB:.1f} -> max "
-          f"{max(s[2] for s in after_warmup) / MIB:.1f} MiB (+{triton_growth / MIB:.2f})")
+    print(
+        f"\nsoak: {done} requests in {elapsed:.1f} s ({done / elapsed:.0f}/s); "
+        f"gateway RSS {after_warmup[0][1] / MIB:.1f} -> max {max(s[1] for s in after_warmup) / MIB:.1f} MiB "
+        f"(+{gateway_growth / MIB:.2f}); Triton RSS {after_warmup[0][2] / MIB:.1f} -> max "
+        f"{max(s[2] for s in after_warmup) / MIB:.1f} MiB (+{triton_growth / MIB:.2f})"
+    )
     assert gateway_growth < GATEWAY_GROWTH_BOUND
     assert triton_growth < TRITON_GROWTH_BOUND
     # Still correct after the soak.
     texts = ["浸泡测试之后", "after the soak"]
     expected = reference_vectors(triton.grpc_url, triton.model_name, texts, triton.max_batch_size)
-    assert_vectors(httpx.post(f"{soak_gateway.url}/v1/embeddings", json={"model": SERVED_NAME, "input": texts},
-                              timeout=30), texts, expected)
+    assert_vectors(
+        httpx.post(f"{soak_gateway.url}/v1/embeddings", json={"model": SERVED_NAME, "input": texts}, timeout=30),
+        texts,
+        expected,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +127,7 @@ def oversized_bodies(count: int) -> Iterator[tuple[bytes, dict[str, str]]]:
 
 def test_rejected_oversized_bodies_do_not_grow_rss(small_body_gateway: Gateway) -> None:
     """100 bodies just over the limit: all 413, RSS grows by less than 1 MiB."""
+
     def send_all(count: int) -> list[int]:
         statuses = []
         with httpx.Client(timeout=10) as http:
@@ -128,8 +136,9 @@ def test_rejected_oversized_bodies_do_not_grow_rss(small_body_gateway: Gateway) 
                     content: bytes | Iterator[bytes] = iter([payload[:1000], payload[1000:]])
                 else:
                     content = payload
-                statuses.append(http.post(f"{small_body_gateway.url}/v1/embeddings", content=content,
-                                          headers=headers).status_code)
+                statuses.append(
+                    http.post(f"{small_body_gateway.url}/v1/embeddings", content=content, headers=headers).status_code
+                )
         return statuses
 
     assert set(send_all(20)) == {413}  # warm-up: first-use allocations are not growth

@@ -23,13 +23,13 @@ from gateway.gateway_process import Gateway
 from reliability_support import (
     GatewayFactory,
     Outcome,
-    SharedTriton,
     assert_vectors,
     launch_triton,
     reference_vectors,
     steady_load,
     texts_of,
 )
+from support import TritonHandle as SharedTriton
 
 WORKERS = 8
 LOAD_S = 4.0
@@ -43,11 +43,12 @@ def make_texts(worker: int, i: int) -> list[str]:
     """8 texts, or 40 (three Triton calls) every fourth request, from the pool (so references exist)."""
     count = 40 if i % 4 == 3 else 8
     start = (worker * 17 + i * 8) % (len(POOL) - count)
-    return POOL[start:start + count]
+    return POOL[start : start + count]
 
 
-def run_load_and_signal(url: str, process: subprocess.Popen[bytes] | subprocess.Popen[str],
-                        exit_timeout_s: float) -> tuple[list[Outcome], float, float]:
+def run_load_and_signal(
+    url: str, process: subprocess.Popen[bytes] | subprocess.Popen[str], exit_timeout_s: float
+) -> tuple[list[Outcome], float, float]:
     """Steady load; SIGTERM to `process` after TERM_AFTER_S. Outcomes, when the signal went, exit seconds."""
     signalled: dict[str, float] = {}
 
@@ -60,8 +61,9 @@ def run_load_and_signal(url: str, process: subprocess.Popen[bytes] | subprocess.
 
     thread = threading.Thread(target=terminate)
     thread.start()
-    outcomes = asyncio.run(steady_load(url, make_texts, WORKERS, LOAD_S, max_per_worker=400,
-                                       fresh_connections=True, timeout_s=20))
+    outcomes = asyncio.run(
+        steady_load(url, make_texts, WORKERS, LOAD_S, max_per_worker=400, fresh_connections=True, timeout_s=20)
+    )
     thread.join(timeout=exit_timeout_s + 15)
     assert "exited" in signalled, "the process did not exit"
     return outcomes, signalled["at"], signalled["exited"] - signalled["at"]
@@ -76,17 +78,20 @@ def references(triton: SharedTriton) -> dict[str, np.ndarray]:
     return reference_vectors(triton.grpc_url, triton.model_name, POOL, triton.max_batch_size)
 
 
-def test_sigterm_to_the_gateway_under_load(start_gateway_for: GatewayFactory, triton: SharedTriton,
-                                           references: dict[str, np.ndarray]) -> None:
+def test_sigterm_to_the_gateway_under_load(
+    start_gateway_for: GatewayFactory, triton: SharedTriton, references: dict[str, np.ndarray]
+) -> None:
     gateway: Gateway = start_gateway_for(SHUTDOWN_TIMEOUT_S=str(GATEWAY_SHUTDOWN_TIMEOUT_S))
     outcomes, term_at, exit_s = run_load_and_signal(gateway.url, gateway.process, GATEWAY_SHUTDOWN_TIMEOUT_S)
     counts = summarize(outcomes)
     in_flight = [o for o in outcomes if o.start < term_at < o.end]
     after = [o for o in outcomes if o.start > term_at + 0.2]
     answered = re.search(r"stopped: answered .*/v1/embeddings: (\d+)", gateway.log())
-    print(f"\ngateway SIGTERM: exited in {exit_s:.2f} s (timeout {GATEWAY_SHUTDOWN_TIMEOUT_S} s); "
-          f"outcomes {dict(counts)}; {len(in_flight)} in flight at SIGTERM, all "
-          f"{Counter(o.status for o in in_flight)}")
+    print(
+        f"\ngateway SIGTERM: exited in {exit_s:.2f} s (timeout {GATEWAY_SHUTDOWN_TIMEOUT_S} s); "
+        f"outcomes {dict(counts)}; {len(in_flight)} in flight at SIGTERM, all "
+        f"{Counter(o.status for o in in_flight)}"
+    )
     assert gateway.process.returncode in (0, -signal.SIGTERM), gateway.log()[-2000:]  # uvicorn re-raises it
     assert exit_s < GATEWAY_SHUTDOWN_TIMEOUT_S
     assert in_flight, "no request was in flight when SIGTERM came; the test proves nothing"
@@ -101,8 +106,9 @@ def test_sigterm_to_the_gateway_under_load(start_gateway_for: GatewayFactory, tr
     assert int(answered.group(1)) == counts["200"]  # nothing it accepted went unanswered
 
 
-def test_sigterm_to_bge_triton_under_load(start_gateway_for: GatewayFactory, tiny_repository: Path,
-                                          triton: SharedTriton) -> None:
+def test_sigterm_to_bge_triton_under_load(
+    start_gateway_for: GatewayFactory, tiny_repository: Path, triton: SharedTriton
+) -> None:
     launched = launch_triton(tiny_repository, "--exit-timeout", str(TRITON_EXIT_TIMEOUT_S))
     try:
         references = reference_vectors(launched.grpc_url, triton.model_name, POOL, triton.max_batch_size)
@@ -111,17 +117,23 @@ def test_sigterm_to_bge_triton_under_load(start_gateway_for: GatewayFactory, tin
     finally:
         launched.stop()
     counts = summarize(outcomes)
-    # In flight = sent at least 100 ms before SIGTERM (so it had reached Triton) and not yet answered.
-    in_flight = [o for o in outcomes if o.start < term_at - 0.1 and o.end > term_at]
+    # In flight = sent before SIGTERM and answered after it. With 8 closed-loop clients some always are;
+    # one sent a moment before the signal may not have reached Triton yet and get a 503, but one sent
+    # 100 ms before surely had, so it must be answered (nothing accepted is lost).
+    in_flight = [o for o in outcomes if o.start < term_at < o.end]
+    accepted_before = [o for o in in_flight if o.start < term_at - 0.1]
     refused = [o for o in outcomes if o.status == 503]
-    print(f"\nbge-triton SIGTERM: exited in {exit_s:.2f} s (exit timeout {TRITON_EXIT_TIMEOUT_S} s); outcomes "
-          f"{dict(counts)}; {len(in_flight)} in flight at SIGTERM, all {Counter(o.status for o in in_flight)}; "
-          f"503s answered within {max((o.seconds for o in refused), default=0) * 1000:.0f} ms")
+    print(
+        f"\nbge-triton SIGTERM: exited in {exit_s:.2f} s (exit timeout {TRITON_EXIT_TIMEOUT_S} s); outcomes "
+        f"{dict(counts)}; {len(in_flight)} in flight at SIGTERM, all {Counter(o.status for o in in_flight)}; "
+        f"503s answered within {max((o.seconds for o in refused), default=0) * 1000:.0f} ms"
+    )
     assert launched.process.returncode == 0, launched.text()
     assert "SIGTERM received, draining" in launched.text() and "tritonserver stopped (exit code 0)" in launched.text()
     assert exit_s < TRITON_EXIT_TIMEOUT_S
     assert set(counts) <= {"200", "503"}, counts
-    assert in_flight and all(o.status == 200 for o in in_flight)
+    assert in_flight and any(o.status == 200 for o in in_flight), Counter(o.status for o in in_flight)
+    assert all(o.status == 200 for o in accepted_before)
     for outcome in outcomes:
         if outcome.status == 200:
             assert outcome.response is not None
