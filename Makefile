@@ -19,11 +19,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 
 .PHONY: serve test lint
 serve: $(VENV)/.serve-installed  ## install, export MODEL (hub id or local dir), serve Triton + gateway on :30000
-	$(BIN)/bge-serve --model '$(MODEL)' --precision $(PRECISION)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/bge-serve --model '$(MODEL)' --precision $(PRECISION)
 
 test: $(VENV)/.test-installed  ## install everything and run the whole suite (starts real tritonserver + gateway)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check export model_repository deploy tests
