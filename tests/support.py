@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ MINILM_NAME = "all-minilm-l6-v2"
 TINY_MAX_BATCH = 16
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Console scripts (bge-triton, bge-serve) live beside this interpreter, activated venv or not.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
