@@ -468,14 +468,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    repository = args.model_repository.resolve()
-    if not repository.is_dir() or not repository_models(repository):
-        print(f"bge-triton: no model repository at {repository} (run bge-export first)", file=sys.stderr)
-        return 2
-    options = ServerOptions(
-        model_repository=repository,
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    """The one mapping of bge-triton's flags onto ServerOptions (tests check manifests through it)."""
+    return ServerOptions(
+        model_repository=args.model_repository,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
@@ -484,6 +480,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         restrict_admin_apis=not args.no_restrict_admin_apis,
         extra_args=args.extra,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    repository = args.model_repository.resolve()
+    if not repository.is_dir() or not repository_models(repository):
+        print(f"bge-triton: no model repository at {repository} (run bge-export first)", file=sys.stderr)
+        return 2
+    args.model_repository = repository
+    options = options_from_args(args)
     server = TritonServer(options, quiet=not args.verbose)
     stopping = False
 

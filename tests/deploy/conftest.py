@@ -62,17 +62,7 @@ def tritonserver_flags(argv: list[str]) -> Flags:
     # Imported here, not at the top: a broken launcher should fail only the tests that use it.
     from bge_deploy import launcher
 
-    ns = launcher.parse_args(args)
-    options = launcher.ServerOptions(
-        model_repository=ns.model_repository,
-        http_port=ns.http_port,
-        grpc_port=ns.grpc_port,
-        metrics_port=ns.metrics_port,
-        host=ns.host,
-        exit_timeout_s=ns.exit_timeout,
-        restrict_admin_apis=not ns.no_restrict_admin_apis,
-        extra_args=ns.extra,
-    )
+    options = launcher.options_from_args(launcher.parse_args(args))
     command = options.command(Path("tritonserver"), Path("/backends"))
     return parse_flags(command[1:])
 
