@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bge_export.onnx_graph import PooledEncoder, export_onnx, load_encoder
-from bge_export.optimize import FusionReport, convert_fp16, optimize_bert, quantize_int8
+from bge_export.optimize import FusionReport, calibration_feeds, convert_fp16, optimize_bert, quantize_int8
 from bge_export.parity import (
     PARITY_TEXTS,
     ParityError,
@@ -136,12 +136,22 @@ def run_export(settings: ExportSettings) -> ExportResult:
         convert_fp16(plain, current)
     if settings.precision is Precision.INT8:
         quantized = work / "int8.onnx"
-        kept = quantize_int8(current, quantized, full=settings.int8_full)
+        feeds = calibration_feeds(tokenizer_dir, max_length)
+        blockwise = quantize_int8(
+            current, quantized, feeds, full=settings.int8_full, smooth_alpha=settings.int8_smooth_alpha
+        )
         current = quantized
         scope = (
-            "every MatMul and attention" if settings.int8_full else "MatMuls; attention and FFN down-projections fp32"
+            "every MatMul and attention, per tensor"
+            if settings.int8_full
+            else "attention and MatMuls per tensor, FFN down-projections in 32-wide blocks"
         )
-        log.info("int8: dynamic per-channel quantization of %s (%d nodes kept fp32)", scope, len(kept))
+        smoothing = (
+            f"SmoothQuant alpha {settings.int8_smooth_alpha} on {len(feeds)} calibration texts"
+            if settings.int8_smooth_alpha is not None
+            else "no smoothing"
+        )
+        log.info("int8: dynamic quantization of %s (%d blockwise), %s", scope, len(blockwise), smoothing)
 
     parity = _parity(settings, source, current, tokenizer_dir, max_length) if settings.parity else None
     if not settings.parity:

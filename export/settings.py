@@ -48,7 +48,13 @@ class ExportSettings(BaseSettings):
         Backend.PYTHON, description="python: pip Triton/CPU; onnxruntime or tensorrt: NVIDIA container/GPU"
     )
     int8_full: bool = Field(
-        False, description="int8: also quantize attention and FFN down-projections (faster; may fail the gate)"
+        False, description="int8: FFN down-projections per tensor too, not in blocks (faster; may fail the gate)"
+    )
+    int8_smooth_alpha: float | None = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="int8: SmoothQuant migration strength, outliers moved from activations to weights (null = off)",
     )
     optimize: bool = Field(
         True, description="run onnxruntime's BERT graph optimizer (fused attention, GELU, LayerNorm)"
