@@ -71,6 +71,11 @@ class ExportSettings(BaseSettings):
     )
     tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per CPU encoder instance (0 = all cores)")
+    intra_op_spinning: bool = Field(
+        False,
+        description="let idle onnxruntime threads busy-wait: a little less latency on a dedicated box, but they "
+        "burn the CPU that the tokenizer, Triton and the gateway need when they share it",
+    )
     pad_to_multiple_of: int = Field(
         8, ge=1, description="pad lengths to a multiple (GPU: 32-64 lets the batcher merge more)"
     )

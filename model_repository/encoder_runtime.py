@@ -118,10 +118,13 @@ def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: 
 class OnnxEncoder:
     """One onnxruntime session; the graph already pools and normalizes."""
 
-    def __init__(self, model_path: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, model_path: Path, intra_op_threads: int = 0, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # Spinning workers busy-wait between ops; on a box shared with the tokenizer stub, Triton
+        # and the gateway that steals their CPU (see BENCHMARKS.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

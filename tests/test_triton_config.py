@@ -50,6 +50,10 @@ def test_cpu_encoder_batches_ragged_inputs_with_a_bounded_queue() -> None:
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and config.instance_group[0].count == 1
     assert config.parameters["onnx_file"].string_value == "model.onnx"
     assert config.model_warmup[0].batch_size == 1
+    # Idle onnxruntime threads sleep by default: spinning ones starve the tokenizer and gateway.
+    assert config.parameters["intra_op_spinning"].string_value == "0"
+    spinning = encoder_config(spec(intra_op_spinning=True))
+    assert spinning.parameters["intra_op_spinning"].string_value == "1"
 
 
 def test_onnxruntime_gpu_encoder_uses_tensorrt_fp16_with_cache() -> None:

@@ -21,7 +21,11 @@ from bge_model_repository.tokenization import InputError
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         params = ModelParams(args)
-        self.encoder = OnnxEncoder(params.path("onnx_file"), params.integer("intra_op_threads", 0))
+        self.encoder = OnnxEncoder(
+            params.path("onnx_file"),
+            params.integer("intra_op_threads", 0),
+            spinning=bool(params.integer("intra_op_spinning", 0)),
+        )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
         self.max_length = params.integer("max_length")
         self.vocab_size = params.integer("vocab_size")
