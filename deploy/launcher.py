@@ -1,9 +1,11 @@
-"""Run the real ``tritonserver`` shipped in the ``nvidia-pytriton`` wheel, without Docker.
+"""Run a real ``tritonserver``: a system install (NVIDIA's container) or the ``nvidia-pytriton`` wheel.
 
-The wheel carries the server binary, the Python backend and one backend stub per Python
-version, but not in the layout Triton expects: the stub must sit beside
-``libtriton_python.so`` and the bundled shared libraries must be on ``LD_LIBRARY_PATH``.
-This module assembles that layout once, starts the server, waits until every model is
+Which one (`find_triton`): ``--triton-home`` / ``BGE_TRITON_HOME``, else ``/opt/tritonserver`` when
+it holds ``bin/tritonserver`` (NVIDIA's image), else the wheel. A system install is used as it is,
+backends and all. The wheel carries the server binary, the Python backend and one backend stub per
+Python version, but not in the layout Triton expects: the stub must sit beside
+``libtriton_python.so`` and the bundled shared libraries must be on ``LD_LIBRARY_PATH``; the
+launcher assembles that layout once. Either way it starts the server, waits until every model is
 ready, reports it in plain words, forwards SIGTERM/SIGINT so in-flight requests finish, and
 restarts the server when it can no longer serve (`Watchdog`).
 """
@@ -20,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,9 +32,15 @@ RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging", "sta
 ADMIN_HEADER = "triton-admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 """Triton prefixes the configured header on gRPC: an admin gRPC call sends this metadata key."""
+ADMIN_KEY_ENV = "BGE_TRITON_ADMIN_KEY"
+"""Environment variable holding the admin key (from a Secret in Kubernetes); a random key when unset."""
 
 STUB_BINARY = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
+TRITON_HOME_ENV = "BGE_TRITON_HOME"
+"""Environment variable naming a system Triton install (a folder with bin/tritonserver and backends/)."""
+SYSTEM_TRITON_HOME = Path("/opt/tritonserver")
+"""Where NVIDIA's tritonserver images install Triton; used when present and nothing else is named."""
 
 
 class LauncherError(RuntimeError):
@@ -41,7 +49,7 @@ class LauncherError(RuntimeError):
 
 @dataclass(frozen=True)
 class TritonDistribution:
-    """Where the pip-installed Triton keeps its pieces."""
+    """Where the pip-installed Triton (the ``nvidia-pytriton`` wheel) keeps its pieces."""
 
     binary: Path
     backend_lib: Path
@@ -82,6 +90,77 @@ class TritonDistribution:
             link.symlink_to(source)
         return where
 
+    def library_dirs(self) -> list[Path]:
+        """The wheel's bundled shared libraries, for LD_LIBRARY_PATH: the symlinked ``libtriton_python.so``
+        cannot reach them through its own ``$ORIGIN``-relative RPATH."""
+        return [self.libs]
+
+    def describe(self) -> str:
+        return f"{self.binary} (nvidia-pytriton wheel)"
+
+
+@dataclass(frozen=True)
+class SystemTriton:
+    """A Triton installed the way NVIDIA's images lay it out: ``<home>/bin/tritonserver``, ``<home>/backends/``.
+
+    Used as it is: its own backends folder (python, onnxruntime, tensorrt, ...) and the library path
+    its environment already has (NVIDIA's image sets ``LD_LIBRARY_PATH`` itself).
+    """
+
+    home: Path
+    source: str
+    """Why this install was chosen, for the start-up line ("BGE_TRITON_HOME", "--triton-home", ...)."""
+
+    @property
+    def binary(self) -> Path:
+        return self.home / "bin" / "tritonserver"
+
+    @property
+    def backends(self) -> Path:
+        return self.home / "backends"
+
+    @classmethod
+    def at(cls, home: Path, source: str) -> SystemTriton:
+        install = cls(home.absolute(), source)
+        for path in (install.binary, install.backends):
+            if not path.exists():
+                raise LauncherError(f"no Triton install at {install.home} ({source}): {path} is missing")
+        return install
+
+    def backend_directory(self, where: Path) -> Path:
+        """The install's own backends folder; nothing is assembled in ``where``."""
+        return self.backends
+
+    def library_dirs(self) -> list[Path]:
+        return []
+
+    def describe(self) -> str:
+        return f"{self.binary} (system install, {self.source})"
+
+
+TritonInstall = TritonDistribution | SystemTriton
+
+
+def find_triton(
+    home: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    system_home: Path = SYSTEM_TRITON_HOME,
+) -> TritonInstall:
+    """The tritonserver to run, first match wins.
+
+    1. ``home`` (the ``--triton-home`` flag), else the ``BGE_TRITON_HOME`` environment variable: a
+       system install that must exist (a wrong path is an error, not a silent fallback);
+    2. ``/opt/tritonserver`` if it holds ``bin/tritonserver`` (NVIDIA's tritonserver images);
+    3. the ``nvidia-pytriton`` wheel.
+    """
+    if home is not None:
+        return SystemTriton.at(home, "--triton-home")
+    if environ.get(TRITON_HOME_ENV):
+        return SystemTriton.at(Path(environ[TRITON_HOME_ENV]), TRITON_HOME_ENV)
+    if (system_home / "bin" / "tritonserver").exists():
+        return SystemTriton.at(system_home, f"found at {system_home}")
+    return TritonDistribution.find()
+
 
 @dataclass
 class ServerOptions:
@@ -96,10 +175,12 @@ class ServerOptions:
     admin_key: str | None = None
     restrict_admin_apis: bool = True
     log_verbose: int = 0
+    triton_home: Path | None = None
+    """A system Triton install to run (see `find_triton`); None: BGE_TRITON_HOME, /opt/tritonserver, the wheel."""
     extra_args: list[str] = field(default_factory=list)
 
     def restriction_value(self) -> str:
-        key = self.admin_key or os.environ.get("BGE_TRITON_ADMIN_KEY") or os.urandom(16).hex()
+        key = self.admin_key or os.environ.get(ADMIN_KEY_ENV) or os.urandom(16).hex()
         return f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={key}"
 
     def command(self, binary: Path, backend_dir: Path) -> list[str]:
@@ -224,6 +305,14 @@ class TritonServer:
         self.stubs: list[StubProcess] = []
         """The Python-backend stubs of the running server, recorded once it is ready."""
         self._terminated: int | None = None
+        self._install: TritonInstall | None = None
+
+    @property
+    def install(self) -> TritonInstall:
+        """The tritonserver this server runs, found once (`find_triton`); raises LauncherError if none."""
+        if self._install is None:
+            self._install = find_triton(self.options.triton_home)
+        return self._install
 
     @property
     def http_url(self) -> str:
@@ -234,14 +323,17 @@ class TritonServer:
         return f"127.0.0.1:{self.options.grpc_port}"
 
     def start(self) -> TritonServer:
-        dist = TritonDistribution.find()
-        backend_dir = dist.backend_directory(self.workdir / "backends")
+        install = self.install
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        backend_dir = install.backend_directory(self.workdir / "backends")
         env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(dist.libs), env.get("LD_LIBRARY_PATH")]))
+        libs = [str(path) for path in install.library_dirs()]
+        if libs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libs, env.get("LD_LIBRARY_PATH")]))
         # The backend stub embeds the Python found first on PATH: make it this interpreter's
         # environment, so model.py sees the same site-packages (tokenizers, onnxruntime, us).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        cmd = self.options.command(dist.binary, backend_dir)
+        cmd = self.options.command(install.binary, backend_dir)
         self.stubs = []
         if not self.quiet:
             self.process = subprocess.Popen(cmd, env=env)
@@ -429,7 +521,8 @@ class Watchdog:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(
-        prog="bge-triton", description="Serve a model repository with the pip-installed tritonserver."
+        prog="bge-triton",
+        description="Serve a model repository with tritonserver: a system install (NVIDIA's image) or the wheel's.",
     )
     parser.add_argument(
         "--model-repository", type=Path, default=Path(env("BGE_MODEL_REPOSITORY", "build/model_repository"))
@@ -446,6 +539,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="expose model-control, shared-memory, trace, logging and statistics APIs",
     )
     parser.add_argument("--verbose", action="store_true", help="stream Triton's own log instead of a file")
+    parser.add_argument(
+        "--triton-home", type=Path, default=None,
+        help=f"a system Triton install (bin/tritonserver, backends/); default: ${TRITON_HOME_ENV}, "
+        f"else {SYSTEM_TRITON_HOME} if present, else the nvidia-pytriton wheel",
+    )
     defaults = WatchdogOptions()
     parser.add_argument(
         "--no-watchdog",
@@ -478,6 +576,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         host=args.host,
         exit_timeout_s=args.exit_timeout,
         restrict_admin_apis=not args.no_restrict_admin_apis,
+        triton_home=args.triton_home,
         extra_args=args.extra,
     )
 
@@ -495,6 +594,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def say(message: str) -> None:
         print(f"bge-triton: {message}", flush=True)
+
+    try:
+        say(f"using tritonserver {server.install.describe()}")
+    except LauncherError as exc:
+        print(f"bge-triton: {exc}", file=sys.stderr, flush=True)
+        return 2
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping

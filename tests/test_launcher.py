@@ -1,16 +1,35 @@
-"""``bge-triton``: plain-words start-up, restricted admin APIs, clean stop on SIGTERM."""
+"""``bge-triton``: which tritonserver, plain-words start-up, restricted admin APIs, clean stop on SIGTERM."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support import free_port
+
+from bge_deploy.launcher import (
+    TRITON_HOME_ENV,
+    LauncherError,
+    ServerOptions,
+    SystemTriton,
+    TritonDistribution,
+    TritonServer,
+    find_triton,
+    options_from_args,
+    parse_args,
+)
+
+ADMIN_KEY = "s3cret"
 
 
 def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
@@ -24,12 +43,34 @@ def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None
         return exc.code
 
 
-def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton, tmp_path: Path) -> None:
+@dataclass
+class Launched:
+    """A running ``bge-triton`` and what it printed up to "ready"."""
+
+    proc: subprocess.Popen[str]
+    http_port: int
+    grpc_port: int
+    output: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> str:
+        """SIGTERM, as the kubelet sends it; the rest of the output."""
+        self.proc.send_signal(signal.SIGTERM)
+        rest, _ = self.proc.communicate(timeout=30)
+        return rest
+
+
+@contextmanager
+def launched(repository: Path, **env: str) -> Iterator[Launched]:
+    """``bge-triton`` serving ``repository`` on free loopback ports, with a minimal environment plus ``env``."""
     http, grpc, metrics = free_port(), free_port(), free_port()
     cmd = [
         "bge-triton",
         "--model-repository",
-        str(triton.repository),
+        str(repository),
         "--host",
         "127.0.0.1",
         "--http-port",
@@ -41,10 +82,10 @@ def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton, tmp_p
         "--exit-timeout",
         "5",
     ]
-    env = {"BGE_TRITON_ADMIN_KEY": "s3cret", "PATH": __import__("os").environ["PATH"]}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
+    full_env = {"BGE_TRITON_ADMIN_KEY": ADMIN_KEY, "PATH": os.environ["PATH"], **env}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     try:
+        lines: list[str] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
@@ -53,20 +94,113 @@ def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton, tmp_p
             lines.append(line.strip())
             if "ready - HTTP" in line:
                 break
-        output = "\n".join(lines)
-        assert f"ready - HTTP 127.0.0.1:{http}, gRPC 127.0.0.1:{grpc}" in output, output
-        assert f"model '{triton.minilm.name}' loaded and ready" in output
-        base = f"http://127.0.0.1:{http}"
-        assert _status(f"{base}/v2/models/{triton.minilm.name}/ready") == 200
-        assert _status(f"{base}/v2/repository/index", "POST") == 403  # model control is admin-only
-        assert _status(f"{base}/v2/repository/index", "POST", {"triton-admin-key": "s3cret"}) == 200
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
+        yield Launched(proc, http, grpc, "\n".join(lines))
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, rest
+            proc.wait()
+
+
+def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton) -> None:
+    with launched(triton.repository) as server:
+        output = server.output
+        assert f"ready - HTTP 127.0.0.1:{server.http_port}, gRPC 127.0.0.1:{server.grpc_port}" in output, output
+        assert f"model '{triton.minilm.name}' loaded and ready" in output
+        assert _status(f"{server.base}/v2/models/{triton.minilm.name}/ready") == 200
+        assert _status(f"{server.base}/v2/repository/index", "POST") == 403  # model control is admin-only
+        assert _status(f"{server.base}/v2/repository/index", "POST", {"triton-admin-key": ADMIN_KEY}) == 200
+        rest = server.stop()
+    assert server.proc.returncode == 0, rest
     assert "SIGTERM received, draining" in rest and "tritonserver stopped" in rest
+
+
+def test_launcher_serves_from_a_system_install(triton, tmp_path: Path) -> None:
+    """NVIDIA's layout (``<home>/bin/tritonserver``, ``<home>/backends/python/``) built from the wheel's pieces.
+
+    The launcher runs it as it is: its backends folder, no library path of its own. The wheel's shared
+    libraries are given here through LD_LIBRARY_PATH, as NVIDIA's image sets its own.
+    """
+    wheel = TritonDistribution.find()
+    home = tmp_path / "tritonserver"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "tritonserver").symlink_to(wheel.binary)
+    wheel.backend_directory(home / "backends")  # backends/python/{libtriton_python.so, utils, stub}
+    model = triton.minilm.name
+    with launched(triton.repository, **{TRITON_HOME_ENV: str(home), "LD_LIBRARY_PATH": str(wheel.libs)}) as server:
+        assert f"using tritonserver {home}/bin/tritonserver (system install, {TRITON_HOME_ENV})" in server.output
+        assert f"model '{model}' loaded and ready" in server.output, server.output
+        body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["你好，世界"]}]}
+        request = urllib.request.Request(f"{server.base}/v2/models/{model}/infer", data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            outputs = {out["name"]: out for out in json.load(response)["outputs"]}
+        assert outputs["embedding"]["shape"] == [1, triton.minilm.dim]
+        rest = server.stop()
+    assert server.proc.returncode == 0, rest
+
+
+def _fake_install(home: Path) -> Path:
+    """A folder shaped like NVIDIA's /opt/tritonserver whose ``tritonserver`` records its arguments and env."""
+    (home / "bin").mkdir(parents=True)
+    (home / "backends" / "python").mkdir(parents=True)
+    binary = home / "bin" / "tritonserver"
+    binary.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$0.args"\nenv > "$0.env"\n')
+    binary.chmod(0o755)
+    return home
+
+
+def test_find_triton_prefers_the_flag_then_the_env_then_opt(tmp_path: Path) -> None:
+    flag, env, opt = (_fake_install(tmp_path / name) for name in ("flag", "env", "opt"))
+    environ = {TRITON_HOME_ENV: str(env)}
+    assert find_triton(flag, environ, system_home=opt) == SystemTriton(flag, "--triton-home")
+    assert find_triton(None, environ, system_home=opt) == SystemTriton(env, TRITON_HOME_ENV)
+    assert find_triton(None, {}, system_home=opt) == SystemTriton(opt, f"found at {opt}")
+
+
+def test_find_triton_falls_back_to_the_wheel(tmp_path: Path) -> None:
+    (tmp_path / "opt" / "backends").mkdir(parents=True)  # no bin/tritonserver: not an install
+    install = find_triton(None, {TRITON_HOME_ENV: ""}, system_home=tmp_path / "opt")
+    assert isinstance(install, TritonDistribution)
+    assert install.library_dirs() == [install.libs]
+    assert "nvidia-pytriton wheel" in install.describe()
+
+
+@pytest.mark.parametrize("missing", ["bin/tritonserver", "backends"])
+def test_a_named_install_must_be_complete(tmp_path: Path, missing: str) -> None:
+    """A wrong BGE_TRITON_HOME is an error, not a silent fall back to another tritonserver."""
+    home = _fake_install(tmp_path / "triton")
+    (home / missing).rename(tmp_path / "elsewhere")
+    with pytest.raises(LauncherError, match=f"no Triton install at {home}"):
+        find_triton(None, {TRITON_HOME_ENV: str(home)}, system_home=tmp_path / "none")
+    with pytest.raises(LauncherError, match=r"--triton-home"):
+        find_triton(home, {}, system_home=tmp_path / "none")
+
+
+def test_a_system_install_runs_with_its_own_backends_and_library_path(tmp_path: Path) -> None:
+    home = _fake_install(tmp_path / "triton")
+    options = ServerOptions(model_repository=tmp_path / "models", triton_home=home)
+    server = TritonServer(options, workdir=tmp_path / "work").start()
+    assert server.process is not None and server.process.wait(timeout=10) == 0
+    args = (home / "bin" / "tritonserver.args").read_text().splitlines()
+    lines = (home / "bin" / "tritonserver.env").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert f"--backend-directory={home}/backends" in args
+    assert not (tmp_path / "work" / "backends").exists()  # nothing assembled, unlike for the wheel
+    assert env.get("LD_LIBRARY_PATH", "") == os.environ.get("LD_LIBRARY_PATH", "")
+
+
+def test_triton_home_flag_maps_onto_options(tmp_path: Path) -> None:
+    assert options_from_args(parse_args(["--triton-home", str(tmp_path)])).triton_home == tmp_path
+    assert options_from_args(parse_args([])).triton_home is None
+
+
+def test_launcher_refuses_a_missing_triton_home(tmp_path: Path) -> None:
+    (tmp_path / "m" / "model").mkdir(parents=True)
+    (tmp_path / "m" / "model" / "config.pbtxt").write_text("")
+    result = subprocess.run(
+        ["bge-triton", "--model-repository", str(tmp_path / "m"), "--triton-home", str(tmp_path / "nowhere")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2 and "no Triton install at" in result.stderr, result.stderr
 
 
 def test_launcher_refuses_an_empty_repository(tmp_path: Path) -> None:
@@ -78,8 +212,6 @@ def test_launcher_refuses_an_empty_repository(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flag", ["--no-restrict-admin-apis"])
 def test_restriction_can_be_lifted_for_local_debugging(flag: str) -> None:
-    from bge_deploy.launcher import ServerOptions
-
     options = ServerOptions(model_repository=Path("/models"), restrict_admin_apis=False)
     assert not any("restricted" in arg for arg in options.command(Path("tritonserver"), Path("/b")))
     assert any("restricted" in arg for arg in ServerOptions(Path("/m")).command(Path("t"), Path("/b")))

@@ -2,7 +2,11 @@
 # tokenizer model, a Python-backend model, imports: this package and tokenizers.
 #   docker build -f deploy/docker/triton-gpu.Dockerfile -t bge-triton-gpu:0.1.0 .
 # Not the serve extra: it would add a second tritonserver (nvidia-pytriton) and a CPU onnxruntime.
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+# 24.12, not 24.10: 24.12 fixes the SIGSEGV on a gRPC cancellation racing a request's completion
+# (triton-inference-server/server#7368, RELIABILITY.md). The GPU exporter (export.Dockerfile,
+# BASE=nvcr.io/nvidia/tensorrt:<release>-py3) must use the same release: a TensorRT plan only
+# loads in the TensorRT version that built it. Bump both together.
+FROM nvcr.io/nvidia/tritonserver:24.12-py3
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -10,8 +14,10 @@ COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
 COPY deploy/*.py deploy/
-# Installs into the system Python 3.10 that the image's Python-backend stub embeds.
-RUN pip install --no-cache-dir . "tokenizers>=0.19" && rm -rf /src
+# Installs into the system Python that the image's Python-backend stub embeds (also where the
+# bge-triton launcher's console script lands). That Python's version follows the release's Ubuntu;
+# where the distribution marks it externally managed (PEP 668), this image is ours to manage.
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir . "tokenizers>=0.19" && rm -rf /src
 
 WORKDIR /
 # 1000 is triton-server, the image's own non-root user (runAsUser in Kubernetes).
@@ -19,5 +25,9 @@ USER 1000:1000
 EXPOSE 8000 8001 8002
 # NVIDIA's entrypoint stays: Model Analyzer (docker launch mode) runs its own tritonserver
 # command in this image, and Kubernetes/compose replace the whole command line anyway.
-CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=none", \
-     "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"]
+# The default command is our launcher, as on CPU: it finds /opt/tritonserver (and its backends),
+# restricts the admin APIs (BGE_TRITON_ADMIN_KEY), drains on SIGTERM and runs the watchdog.
+# The same command line as deploy/compose.yaml and the GPU overlay; --ready-timeout stays under the
+# 20 minutes the first load may spend building TensorRT kernels.
+CMD ["bge-triton", "--model-repository=/models", "--http-port=8000", "--grpc-port=8001", \
+     "--metrics-port=8002", "--exit-timeout=30", "--ready-timeout=1140", "--verbose"]

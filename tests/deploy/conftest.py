@@ -49,10 +49,15 @@ def parse_flags(argv: list[str]) -> Flags:
     return flags
 
 
+def runs_launcher(argv: list[str]) -> bool:
+    """The command line runs our ``bge-triton`` launcher with its watchdog (restarts on a dead stub)."""
+    return bool(argv) and Path(argv[0]).name == "bge-triton" and "--no-watchdog" not in argv
+
+
 def tritonserver_flags(argv: list[str]) -> Flags:
     """The flags ``tritonserver`` actually receives for a container command line.
 
-    The CPU image runs our ``bge-triton`` launcher, which adds flags of its own (admin-API
+    Both images run our ``bge-triton`` launcher, which adds flags of its own (admin-API
     restriction, model-control mode); ask the launcher itself rather than restating it here.
     """
     program, args = Path(argv[0]).name, argv[1:]
@@ -107,8 +112,15 @@ class Rendered:
     def gateway(self) -> Manifest:
         return self.container("Deployment", "bge-gateway", "gateway")
 
+    @property
+    def triton_argv(self) -> list[str]:
+        return [*self.triton.get("command", []), *self.triton.get("args", [])]
+
     def triton_flags(self) -> Flags:
-        return tritonserver_flags([*self.triton.get("command", []), *self.triton.get("args", [])])
+        return tritonserver_flags(self.triton_argv)
+
+    def runs_launcher(self) -> bool:
+        return runs_launcher(self.triton_argv)
 
     @staticmethod
     def env(container: Manifest) -> dict[str, Manifest]:
@@ -195,6 +207,9 @@ class Dockerfile:
         """What tritonserver gets when the image runs with its default command."""
         return tritonserver_flags(self.argv)
 
+    def runs_launcher(self) -> bool:
+        return runs_launcher(self.argv)
+
 
 @pytest.fixture(scope="session")
 def dockerfiles() -> dict[str, Dockerfile]:
@@ -216,6 +231,9 @@ class Compose:
 
     def triton_flags(self) -> Flags:
         return tritonserver_flags(self.service("triton")["command"])
+
+    def runs_launcher(self) -> bool:
+        return runs_launcher(self.service("triton")["command"])
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,19 @@ other and with the ports and names of docs/CONTRACT.md. Needs neither Docker nor
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 MODEL = "bge-large-zh-v1.5"
 TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 GATEWAY_PORT = 30000
+ADMIN_KEY_ENV = "BGE_TRITON_ADMIN_KEY"
 RESTRICTED_APIS = {"model-repository", "shared-memory", "trace", "logging", "statistics"}
-TRITON_GPU_BASE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+# 24.12: the first release with the fix for the gRPC-cancellation SIGSEGV (server#7368, RELIABILITY.md).
+TRITON_GPU_BASE = "nvcr.io/nvidia/tritonserver:24.12-py3"
 REPO = Path(__file__).resolve().parents[2]
+NVIDIA_IMAGE = re.compile(r"nvcr\.io/nvidia/(tritonserver|tensorrt):([0-9][^\s\"'`]*)")
 
 
 def test_deploy_constants_match_the_code() -> None:
@@ -22,6 +26,7 @@ def test_deploy_constants_match_the_code() -> None:
     # Imported here: a broken package module fails this test, not the collection of the file.
     from bge_client.contract import DEFAULT_GRPC_URL, DEFAULT_HTTP_URL, DEFAULT_MODEL
     from bge_client.gateway.settings import GatewaySettings
+    from bge_deploy.launcher import ADMIN_KEY_ENV as LAUNCHER_ADMIN_KEY_ENV
     from bge_deploy.launcher import RESTRICTED_APIS as LAUNCHER_RESTRICTED
     from bge_deploy.launcher import ServerOptions
 
@@ -31,6 +36,7 @@ def test_deploy_constants_match_the_code() -> None:
     defaults = ServerOptions(model_repository=Path("/models"))
     assert (defaults.http_port, defaults.grpc_port, defaults.metrics_port) == tuple(TRITON_PORTS.values())
     assert set(LAUNCHER_RESTRICTED) == RESTRICTED_APIS
+    assert LAUNCHER_ADMIN_KEY_ENV == ADMIN_KEY_ENV
     assert GatewaySettings.model_fields["port"].default == GATEWAY_PORT
 
 
@@ -53,20 +59,23 @@ def test_exposed_ports(dockerfiles: dict[str, Any]) -> None:
 
 
 def test_triton_images_default_command(dockerfiles: dict[str, Any]) -> None:
-    """`docker run IMAGE` serves /models on the contract's ports (CPU through our launcher)."""
+    """`docker run IMAGE` serves /models on the contract's ports through our launcher and its watchdog."""
     for name in ("triton-cpu", "triton-gpu"):
+        assert dockerfiles[name].runs_launcher(), name
         flags = dockerfiles[name].triton_flags()
         assert {p: int(flags.one(f"{p}-port")) for p in TRITON_PORTS} == TRITON_PORTS, name
         assert flags.one("model-repository") == "/models", name
         assert flags.one("model-control-mode") == "none", name
+        assert set(flags.one("http-restricted-api").partition(":")[0].split(",")) == RESTRICTED_APIS, name
     assert dockerfiles["triton-cpu"].entrypoint == ("bge-triton",)
-    # NVIDIA's entrypoint script stays in charge; the server is the CMD.
+    # NVIDIA's entrypoint script stays in charge (Model Analyzer runs its own tritonserver command
+    # in this image); the launcher is the CMD.
     assert dockerfiles["triton-gpu"].entrypoint == ()
-    assert dockerfiles["triton-gpu"].cmd[0] == "tritonserver"
+    assert dockerfiles["triton-gpu"].cmd[0] == "bge-triton"
 
 
 def test_gpu_images_share_nvidia_release(dockerfiles: dict[str, Any], compose: Any) -> None:
-    """Triton 24.10 on NVIDIA's image; the GPU exporter builds on the same release's TensorRT."""
+    """Triton 24.12 on NVIDIA's image; the GPU exporter builds on the same release's TensorRT."""
     assert dockerfiles["triton-gpu"].base == TRITON_GPU_BASE
     release = TRITON_GPU_BASE.split(":")[1].removesuffix("-py3")
     export_base = compose.service("export")["build"]["args"]["BASE"]
@@ -74,6 +83,27 @@ def test_gpu_images_share_nvidia_release(dockerfiles: dict[str, Any], compose: A
     assert dockerfiles["export"].base.startswith("python:")  # the CPU default
     assert dockerfiles["gateway"].base.startswith("python:")
     assert dockerfiles["triton-cpu"].base.startswith("python:")
+
+
+def test_every_nvidia_image_reference_is_one_release() -> None:
+    """Dockerfiles, compose and the docs name one NVIDIA release: a plan built by another TensorRT won't load."""
+    release = TRITON_GPU_BASE.split(":")[1].removesuffix("-py3")
+    files = [
+        *sorted((REPO / "deploy").rglob("*")),
+        REPO / "README.md",
+        REPO / "RELIABILITY.md",
+        *sorted((REPO / "docs").rglob("*.md")),
+    ]
+    found: dict[str, set[str]] = {}
+    for path in files:
+        if not path.is_file() or path.suffix not in {".md", ".yaml", ".sh", ".Dockerfile", ".py"}:
+            continue
+        for image, tag in NVIDIA_IMAGE.findall(path.read_text(errors="replace")):
+            found.setdefault(f"{image}:{tag}", set()).add(str(path.relative_to(REPO)))
+    assert found, "no NVIDIA image named anywhere"
+    allowed = {f"tritonserver:{release}-py3", f"tritonserver:{release}-py3-sdk", f"tensorrt:{release}-py3"}
+    stray = {image: where for image, where in found.items() if image not in allowed}
+    assert not stray, f"images of another release than {release}: {stray}"
 
 
 def test_gateway_image_runs_the_gateway_module(dockerfiles: dict[str, Any]) -> None:
@@ -115,10 +145,11 @@ def test_compose_triton(compose: Any) -> None:
     flags = compose.triton_flags()
     assert {p: int(flags.one(f"{p}-port")) for p in TRITON_PORTS} == TRITON_PORTS
     assert set(triton["expose"]) == {str(p) for p in TRITON_PORTS.values()}
+    assert compose.runs_launcher()
     for flag in ("http-restricted-api", "grpc-restricted-protocol"):
-        apis, _, header = flags.one(flag).partition(":")
-        assert set(apis.split(",")) == RESTRICTED_APIS
-        assert header.split("=", 1)[1].startswith("${TRITON_ADMIN_KEY:?"), "key must be required"
+        assert set(flags.one(flag).partition(":")[0].split(",")) == RESTRICTED_APIS
+    # The launcher reads the key from its environment; compose refuses to start without one.
+    assert triton["environment"][ADMIN_KEY_ENV].startswith("${TRITON_ADMIN_KEY:?"), "key must be required"
     assert f"/v2/models/{MODEL}/ready" in " ".join(triton["healthcheck"]["test"])
     assert triton["shm_size"] == "1gb"
     assert _seconds(triton["stop_grace_period"]) > int(flags.one("exit-timeout-secs"))

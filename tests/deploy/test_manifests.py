@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import kubernetes_validate
+import pytest
 
 # Oldest Kubernetes minor we promise to run on; kubernetes-validate ships its schema.
 KUBERNETES_VERSION = "1.30.0"
@@ -23,6 +24,7 @@ TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 GATEWAY_PORT = 30000
 RESTRICTED_APIS = {"model-repository", "shared-memory", "trace", "logging", "statistics"}
 TRITON_DEFAULT_EXIT_TIMEOUT_S = 30
+ADMIN_KEY_ENV = "BGE_TRITON_ADMIN_KEY"
 
 Manifest = dict[str, Any]
 
@@ -85,10 +87,18 @@ def test_startup_probe_outlasts_model_load(overlay: Any) -> None:
     budget_s = probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
     if overlay.overlay == "gpu":
         assert budget_s >= 20 * 60
-    else:
-        # The launcher gives up on its own (and prints Triton's log) before the probe does.
-        ready_timeout = float(_flag_value(overlay.triton["args"], "--ready-timeout"))
-        assert ready_timeout < budget_s
+    # The launcher gives up on its own (and prints Triton's log) before the probe does.
+    ready_timeout = float(_flag_value(overlay.triton["args"], "--ready-timeout"))
+    assert ready_timeout < budget_s
+
+
+def test_triton_runs_the_launcher_with_its_watchdog(overlay: Any, dockerfiles: dict[str, Any]) -> None:
+    """Both flavours run bge-triton, so a dead Python-backend stub is restarted on GPU as on CPU."""
+    assert overlay.triton["command"] == ["bge-triton"]
+    assert overlay.runs_launcher(), overlay.triton_argv
+    assert dockerfiles[f"triton-{overlay.overlay}"].runs_launcher()
+    # Triton's log on stdout (kubectl logs), not in a file inside the container's /tmp.
+    assert "--verbose" in overlay.triton["args"]
 
 
 def test_gpu_limits_only_in_gpu_overlay(cpu: Any, gpu: Any) -> None:
@@ -139,20 +149,20 @@ def test_termination_grace_outlasts_drain(overlay: Any) -> None:
     assert gateway_pod["terminationGracePeriodSeconds"] > _pre_stop_sleep_s(overlay.gateway)
 
 
-def test_admin_apis_restricted(overlay: Any) -> None:
+def test_admin_apis_restricted(overlay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Model control and the other admin APIs need a key that comes from a Secret, on HTTP and gRPC."""
+    # The launcher reads the key from the container's env, which the Secret fills.
+    monkeypatch.setenv(ADMIN_KEY_ENV, "key-from-the-secret")
     flags = overlay.triton_flags()
     assert flags.one("model-control-mode") == "none"
     for flag in ("http-restricted-api", "grpc-restricted-protocol"):
         apis, _, header = flags.one(flag).partition(":")
         assert set(apis.split(",")) == RESTRICTED_APIS, flag
         key_name, _, key_value = header.partition("=")
-        assert key_name and key_value, f"--{flag} lacks '<header>=<value>': {flags.one(flag)!r}"
-        if overlay.overlay == "gpu":  # the launcher (cpu) reads the env var itself
-            assert key_value == "$(BGE_TRITON_ADMIN_KEY)", flag
-    admin_key = overlay.env(overlay.triton)["BGE_TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+        assert key_name and key_value == "key-from-the-secret", f"--{flag}: {flags.one(flag)!r}"
+    admin_key = overlay.env(overlay.triton)[ADMIN_KEY_ENV]["valueFrom"]["secretKeyRef"]
     assert admin_key["name"] == "triton-admin"
-    # Required: without it the GPU args would carry the literal "$(BGE_TRITON_ADMIN_KEY)" as key.
+    # Required: without it the launcher would restrict with a random key that no operator knows.
     assert not admin_key.get("optional", False)
     assert "--no-restrict-admin-apis" not in overlay.triton.get("args", [])
 
@@ -345,10 +355,15 @@ def test_images_match_their_dockerfiles(overlay: Any, dockerfiles: dict[str, Any
     assert overlay.triton["image"].startswith(f"bge-triton-{overlay.overlay}:")
 
 
-def test_gpu_overlay_matches_compose(gpu: Any, compose: Any) -> None:
+def test_gpu_overlay_matches_compose(gpu: Any, compose: Any, dockerfiles: dict[str, Any]) -> None:
     """The single-box compose file runs the same images and Triton flags as the GPU overlay."""
     images = {c["image"] for spec in gpu.pod_specs().values() for c in spec["containers"]}
     assert images == {compose.service(name)["image"] for name in ("export", "triton", "gateway")}
+    # One bge-triton command line for the GPU image: overlay, compose and the image's own default.
+    assert gpu.triton_argv == compose.service("triton")["command"] == dockerfiles["triton-gpu"].argv
+    assert set(compose.service("triton")["environment"]) == {
+        name for name, entry in gpu.env(gpu.triton).items() if "valueFrom" in entry
+    }
     k8s, box = gpu.triton_flags(), compose.triton_flags()
     for flag in (
         "model-repository",
