@@ -1,7 +1,7 @@
 """Closed-loop load: C workers, each sending its next request as soon as the last one answered.
 
 Two drivers send the same `Request`s: `GatewayDriver` (OpenAI `POST /v1/embeddings` over HTTP with
-httpx) and `TritonDriver` (the ensemble over gRPC with `tritonclient.grpc.aio`). Every run is bounded
+aiohttp) and `TritonDriver` (the ensemble over gRPC with `tritonclient.grpc.aio`). Every run is bounded
 both in requests and in seconds, and by default only loopback addresses are accepted as targets.
 """
 
@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
 import numpy as np
+import orjson
 
 from bge_client.contract import NUM_TOKENS, TEXT
 from bge_deploy.bench.measure import RunRecord
@@ -75,7 +77,12 @@ def check_targets(urls: Sequence[str], allow_remote: bool) -> None:
 
 
 class GatewayDriver:
-    """OpenAI embeddings over HTTP: one keep-alive connection per worker, as an SDK pool would."""
+    """OpenAI embeddings over HTTP: keep-alive connections, one per worker, as an SDK pool would.
+
+    aiohttp, not httpx: on a 2-core box the load generator shares the CPU with the server, and
+    httpx spent 54% of a core at 150 requests/s where aiohttp spends about a third of that
+    (BENCHMARKS.md, bge-small profile); the lighter client leaves the server its CPU.
+    """
 
     target = "gateway"
 
@@ -88,31 +95,41 @@ class GatewayDriver:
         api_key: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
-        import httpx
-
         self.url = base_url.rstrip("/") + "/v1/embeddings"
         self.model = model
         self.encoding_format = encoding_format
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.AsyncClient(
-            headers=headers,
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running event loop, as aiohttp requires.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers=self.headers,
+            )
+        return self._session
 
     async def embed(self, texts: Sequence[str]) -> int | None:
-        body = {"model": self.model, "input": list(texts), "encoding_format": self.encoding_format}
-        response = await self.client.post(self.url, json=body)
-        if response.status_code != 200:
-            raise DriverError(f"HTTP {response.status_code}: {response.text[:300]}")
-        payload = response.json()
+        body = orjson.dumps({"model": self.model, "input": list(texts), "encoding_format": self.encoding_format})
+        async with self._client().post(self.url, data=body) as response:
+            raw = await response.read()
+            if response.status != 200:
+                raise DriverError(f"HTTP {response.status}: {raw[:300].decode(errors='replace')}")
+        payload = orjson.loads(raw)
         if len(payload.get("data", ())) != len(texts):
             raise DriverError(f"asked for {len(texts)} embeddings, got {len(payload.get('data', ()))}")
         usage = payload.get("usage") or {}
         return usage.get("prompt_tokens")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 class TritonDriver:
