@@ -147,7 +147,14 @@ class TritonBackend:
             raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the "
                                                       f"contract: {exc}") from None
         return ModelInfo(max_batch_size=ensemble.max_batch_size, encoder_max_batch_size=encoder.max_batch_size,
-                         dim=ensemble.dim)
+                         dim=ensemble.dim, server_version=await self._server_version())
+
+    async def _server_version(self) -> str:
+        try:
+            metadata = await self._client.get_server_metadata(client_timeout=CONTROL_TIMEOUT_S)
+        except InferenceServerException as exc:
+            raise self._error(exc, "reading Triton's version") from None
+        return str(metadata.version)
 
     async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
         data = text_array(texts)

@@ -148,7 +148,7 @@ class CancelOnDisconnectMiddleware:
 
     uvicorn keeps running a handler whose client has gone; for a 2048-input request that means up to
     128 Triton calls computed for nobody while other callers wait. (Calls already in flight finish at
-    Triton unless `cancel_triton_calls` is set; see `EmbeddingService._timed`.) The body is read first
+    Triton unless cancelling is on (`cancellation_decision`); see `EmbeddingService._timed`.) The body is read first
     (the body limit has already bounded it), then the handler runs as a task while the connection is
     watched: once the body is in, the only message left to receive is `http.disconnect`.
     """

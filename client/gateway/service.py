@@ -23,7 +23,7 @@ from bge_client.contract import Truncate
 from bge_client.gateway.errors import ErrorKind, GatewayError
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
-from bge_client.gateway.settings import GatewaySettings
+from bge_client.gateway.settings import CancelMode, GatewaySettings
 
 log = logging.getLogger("bge_client.gateway")
 
@@ -64,6 +64,25 @@ class ModelInfo:
     max_batch_size: int  # of the ensemble: rows per text request
     encoder_max_batch_size: int  # rows per token-id request
     dim: int  # native embedding size
+    server_version: str = ""  # Triton's, e.g. "2.51.0"
+
+
+SAFE_CANCELLATION_VERSION = (2, 53)
+"""Triton 2.53 (release 24.12) fixed the SIGSEGV on a gRPC cancellation racing a request's completion
+(triton-inference-server/server#7368); older servers crash about once in a few thousand cancellations."""
+
+
+def cancellation_decision(mode: CancelMode, server_version: str) -> tuple[bool, str]:
+    """Whether to cancel in-flight Triton calls of abandoned requests, and why, for the start-up log."""
+    if mode is not CancelMode.AUTO:
+        return mode is CancelMode.TRUE, f"cancel_triton_calls={mode.value}"
+    parts = re.findall(r"\d+", server_version)[:2]
+    if len(parts) < 2:
+        return False, f"Triton reports no usable version ({server_version!r}); assuming an old one"
+    if (int(parts[0]), int(parts[1])) >= SAFE_CANCELLATION_VERSION:
+        return True, f"Triton {server_version} cancels safely"
+    return False, (f"Triton {server_version} < 2.53 can crash on gRPC cancellations (server#7368); "
+                   "their calls finish instead")
 
 
 class Backend(Protocol):
@@ -151,14 +170,19 @@ class EmbeddingService:
         self.created = int(time.time())
         self._in_flight = 0
         self._leftovers: set[asyncio.Task[None]] = set()
+        self.cancel_calls = settings.cancel_triton_calls is CancelMode.TRUE
 
     async def load_info(self) -> ModelInfo:
         """Model facts, read from Triton the first time the model is reachable."""
         if self.info is None:
-            self.info = await self.backend.model_info()
+            info = await self.backend.model_info()
+            self.cancel_calls, why = cancellation_decision(self.settings.cancel_triton_calls, info.server_version)
+            self.info = info
             log.info("ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
-                     self.settings.model_name, self.backend.url, self.info.max_batch_size, self.info.dim,
+                     self.settings.model_name, self.backend.url, info.max_batch_size, info.dim,
                      self.settings.public_model_name)
+            log.info("abandoned requests %s their Triton calls in flight: %s",
+                     "cancel" if self.cancel_calls else "do not cancel", why)
         return self.info
 
     async def wait_until_ready(self, poll_s: float = 0.5, max_poll_s: float = 5.0) -> ModelInfo:
@@ -257,12 +281,13 @@ class EmbeddingService:
         return EmbeddingResult(vectors=shorten(vectors, dim), num_tokens=num_tokens)
 
     async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
-        """One Triton call, timed. Unless `cancel_triton_calls`, it is shielded: a request that is cancelled
-        (client gone, a sibling chunk failed) sends no further calls but lets this one finish at Triton."""
+        """One Triton call, timed. Unless `cancel_calls` (`cancellation_decision`), it is shielded: a request
+        that is cancelled (client gone, a sibling chunk failed) sends no further calls but lets this one finish
+        at Triton."""
         start = time.perf_counter()
         task: asyncio.Future[T] = asyncio.ensure_future(call())
         task.add_done_callback(lambda _: self.metrics.triton_seconds.observe(time.perf_counter() - start))
-        if self.settings.cancel_triton_calls:
+        if self.cancel_calls:
             return await task
         scope = _scope.get()
         if scope is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -10,6 +11,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bge_client.contract import DEFAULT_GRPC_URL, DEFAULT_MODEL, MAX_INPUT_TOKENS, QUERY_INSTRUCTION
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class CancelMode(str, Enum):
+    """Whether abandoned requests cancel their Triton calls: decided from Triton's version, or forced."""
+
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+    @classmethod
+    def _missing_(cls, value: object) -> CancelMode | None:
+        aliases = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
+        text = str(value).strip().lower()
+        return cls.__members__.get(aliases.get(text, text).upper())
 
 
 class GatewaySettings(BaseSettings):
@@ -49,13 +64,13 @@ class GatewaySettings(BaseSettings):
         8, gt=0,
         description="Triton requests one API request keeps in flight; more overlaps better, fewer leaves "
                     "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).")
-    cancel_triton_calls: bool = Field(
-        False,
+    cancel_triton_calls: CancelMode = Field(
+        CancelMode.AUTO,
         description="Cancel a request's Triton calls already in flight when its client disconnects, its "
-                    "deadline passes or another of its chunks fails. Either way no further call is sent. "
-                    "Off by default: Triton 2.51 (the nvidia-pytriton 0.7 wheel) can crash with SIGSEGV on "
-                    "gRPC cancellations (triton-inference-server/server#7368, fixed in 24.12); turn it on "
-                    "with a fixed Triton so abandoned work leaves its queue at once.")
+                    "deadline passes or another of its chunks fails (no further call is sent either way). "
+                    "auto: on when Triton reports version >= 2.53 (release 24.12, which fixed a SIGSEGV on "
+                    "gRPC cancellations, triton-inference-server/server#7368), off for older ones such as "
+                    "the nvidia-pytriton 0.7 wheel's 2.51. true/false force it.")
     max_input_tokens: int = Field(
         MAX_INPUT_TOKENS, gt=0, description="Token limit applied by the gateway to token-id input.")
     query_instruction: str = Field(

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from bge_client.gateway.service import cancellation_decision
 from bge_client.gateway.settings import GatewaySettings
 
 
@@ -79,3 +80,26 @@ def test_secrets_never_appear_in_what_is_logged(monkeypatch: pytest.MonkeyPatch)
 def test_bad_values_are_refused(field: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         GatewaySettings(**field)
+
+
+@pytest.mark.parametrize(
+    ("mode", "version", "cancel"),
+    [
+        ("auto", "2.51.0", False),  # the nvidia-pytriton 0.7 wheel: server#7368 crash
+        ("auto", "2.53.0", True),  # release 24.12, fixed
+        ("auto", "3.0.0dev", True),
+        ("auto", "", False),  # unknown: assume old
+        ("true", "2.51.0", True),
+        ("off", "2.60.0", False),
+        ("1", "", True),
+    ],
+)
+def test_cancelling_triton_calls_follows_the_server_version(mode: str, version: str, cancel: bool) -> None:
+    settings = GatewaySettings(cancel_triton_calls=mode)
+    decided, why = cancellation_decision(settings.cancel_triton_calls, version)
+    assert decided is cancel and why
+
+
+def test_cancel_mode_rejects_nonsense() -> None:
+    with pytest.raises(ValidationError, match="cancel_triton_calls"):
+        GatewaySettings(cancel_triton_calls="sometimes")
