@@ -67,10 +67,15 @@ class ExportSettings(BaseSettings):
         256, ge=0, description="encoder queue bound; beyond it requests are rejected (0 = unbounded)"
     )
     instances: int | None = Field(
-        None, ge=1, description="encoder instances (default: 1 on CPU, 2 per GPU so copies overlap compute)"
+        None,
+        ge=1,
+        description="encoder instances (default 2: on CPU one computes while the other's batch crosses Python "
+        "and shared memory; per GPU, copies overlap compute)",
     )
     tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per CPU encoder instance (0 = all cores)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per CPU encoder instance (0: the serving machine's cores / instances)"
+    )
     intra_op_spinning: bool = Field(
         False,
         description="let idle onnxruntime threads busy-wait: a little less latency on a dedicated box, but they "
@@ -93,7 +98,7 @@ class ExportSettings(BaseSettings):
     def encoder_instances(self) -> int:
         if self.instances is not None:
             return self.instances
-        return 1 if self.backend is Backend.PYTHON else 2
+        return 2
 
     def parity_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

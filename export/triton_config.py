@@ -116,6 +116,7 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
             {
                 "onnx_file": ENCODER_ONNX,
                 "intra_op_threads": s.intra_op_threads,
+                "instance_count": s.encoder_instances(),
                 "intra_op_spinning": int(s.intra_op_spinning),
                 "max_length": spec.max_length,
                 "vocab_size": spec.vocab_size,

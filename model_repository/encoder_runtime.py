@@ -8,6 +8,7 @@ short and long texts from concurrent requests share work without padding short r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,16 @@ def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: 
     if lengths.size and lengths.max() > max_length:
         raise InputError(f"a row has {int(lengths.max())} tokens, over the model's limit of {max_length}")
     return lengths
+
+
+def default_intra_op_threads(instances: int, cpus: int | None = None) -> int:
+    """The serving machine's cores (its CPU affinity) shared among the encoder instances.
+
+    Decided where the model loads, not at export: the exporting machine's core count says nothing
+    about the server's. Instances x threads never exceeds the cores, so instances don't fight.
+    """
+    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, available // max(1, instances))
 
 
 class OnnxEncoder:

@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bge_model_repository.encoder_runtime import merge_rows, plan_sub_batches, validate_inputs
+from bge_model_repository.encoder_runtime import (
+    default_intra_op_threads,
+    merge_rows,
+    plan_sub_batches,
+    validate_inputs,
+)
 from bge_model_repository.tokenization import InputError
 
 
@@ -69,3 +74,10 @@ def test_validate_rejects_what_would_crash_the_graph(inputs: dict[str, np.ndarra
 def test_validate_returns_real_lengths() -> None:
     lengths = validate_inputs(_inputs([[101, 5, 102, 0], [101, 102, 0, 0]], [[1, 1, 1, 0], [1, 1, 0, 0]]), 512, 21128)
     assert lengths.tolist() == [3, 2]
+
+
+def test_default_threads_share_the_cores_among_instances() -> None:
+    assert default_intra_op_threads(2, cpus=2) == 1
+    assert default_intra_op_threads(2, cpus=16) == 8
+    assert default_intra_op_threads(3, cpus=2) == 1  # never 0
+    assert default_intra_op_threads(1) >= 1  # this machine's affinity

@@ -47,7 +47,10 @@ def test_cpu_encoder_batches_ragged_inputs_with_a_bounded_queue() -> None:
     assert [i.name for i in config.input] == list(INPUTS) and all(i.allow_ragged_batch for i in config.input)
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
     assert config.dynamic_batching.default_queue_policy.max_queue_size == 32
-    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and config.instance_group[0].count == 1
+    assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and config.instance_group[0].count == 2
+    # threads: 0 = the serving machine's cores shared by the 2 instances (decided at load)
+    assert config.parameters["instance_count"].string_value == "2"
+    assert config.parameters["intra_op_threads"].string_value == "0"
     assert config.parameters["onnx_file"].string_value == "model.onnx"
     assert config.model_warmup[0].batch_size == 1
     # Idle onnxruntime threads sleep by default: spinning ones starve the tokenizer and gateway.

@@ -11,6 +11,7 @@ import triton_python_backend_utils as pb_utils
 from bge_model_repository.encoder_runtime import (
     ENCODER_INPUTS,
     OnnxEncoder,
+    default_intra_op_threads,
     merge_rows,
     validate_inputs,
 )
@@ -23,7 +24,8 @@ class TritonPythonModel:
         params = ModelParams(args)
         self.encoder = OnnxEncoder(
             params.path("onnx_file"),
-            params.integer("intra_op_threads", 0),
+            params.integer("intra_op_threads", 0)
+            or default_intra_op_threads(params.integer("instance_count", 1)),
             spinning=bool(params.integer("intra_op_spinning", 0)),
         )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]

@@ -334,6 +334,11 @@ def test_export_job_fills_the_repository_triton_reads(overlay: Any) -> None:
     assert _mount_of_claim(job_spec, export, "hf-cache")["mountPath"] == env["HF_HOME"]
     for name in ("EXPORT_MODEL", "EXPORT_BACKEND", "EXPORT_PRECISION", "EXPORT_INSTANCES", "EXPORT_MAX_BATCH_SIZE"):
         assert f'"${name}"' in export["args"][0], name
+    if overlay.overlay == "cpu":
+        # CPU encoder: instances x onnxruntime threads fit the Triton pod's CPU request (no CPU limit, so
+        # the stub's default, the node's cores / instances, would oversubscribe a big node).
+        threads, instances = int(env["BGE_EXPORT_INTRA_OP_THREADS"]), int(env["EXPORT_INSTANCES"])
+        assert threads >= 1 and threads * instances <= int(overlay.triton["resources"]["requests"]["cpu"])
 
 
 def test_images_match_their_dockerfiles(overlay: Any, dockerfiles: dict[str, Any]) -> None:
