@@ -31,6 +31,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bge_triton_command(repository: Path, ports: tuple[int, int, int], *flags: str) -> list[str]:
+    """``bge-triton`` serving ``repository`` on loopback (HTTP, gRPC, metrics ports): the tests' one command line."""
+    http, grpc, metrics = ports
+    return [
+        "bge-triton",
+        "--model-repository",
+        str(repository),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        *flags,
+    ]
+
+
 def require_bge_assets() -> Path:
     if not (BGE_ASSETS / "tokenizer.json").is_file():
         pytest.skip(f"needs the bge-large-zh-v1.5 tokenizer/config from ../shared/models (not found at {BGE_ASSETS})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import free_port
+from support import bge_triton_command, free_port
 
 from bge_deploy.launcher import (
     TRITON_HOME_ENV,
@@ -67,21 +67,7 @@ class Launched:
 def launched(repository: Path, **env: str) -> Iterator[Launched]:
     """``bge-triton`` serving ``repository`` on free loopback ports, with a minimal environment plus ``env``."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [
-        "bge-triton",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-        "--exit-timeout",
-        "5",
-    ]
+    cmd = bge_triton_command(repository, (http, grpc, metrics), "--exit-timeout", "5")
     full_env = {"BGE_TRITON_ADMIN_KEY": ADMIN_KEY, "PATH": os.environ["PATH"], **env}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
     try:

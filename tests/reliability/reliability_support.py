@@ -20,6 +20,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from gateway.gateway_process import SERVED_NAME, Gateway, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support import bge_triton_command
 
 from bge_client.batching import text_array
 from bge_deploy.launcher import StubProcess
@@ -278,20 +279,7 @@ class LaunchedTriton:
 def launch_triton(repository: Path, *flags: str, timeout_s: float = 120.0) -> LaunchedTriton:
     """Start `bge-triton` on free loopback ports with a known admin key; return once it says it is ready."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = [
-        "bge-triton",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-        *flags,
-    ]
+    cmd = bge_triton_command(repository, (http, grpc, metrics), *flags)
     env = {**os.environ, "BGE_TRITON_ADMIN_KEY": ADMIN_KEY}
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     launched = LaunchedTriton(process, http, grpc, metrics)
