@@ -64,7 +64,7 @@ def _parity(
         if settings.precision is Precision.FP16:
             log.warning(
                 "fp16 parity NOT CHECKED: onnxruntime cannot run this fp16 graph on this CPU (%s). "
-                "Check it on a GPU: deploy/gpu/gpu_check.sh",
+                "Check it on a GPU: python -m bge_deploy.gpu_check (deploy/README.md, GPU check)",
                 str(exc).splitlines()[0][:200],
             )
             return None
