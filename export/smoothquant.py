@@ -43,17 +43,27 @@ def _weighted_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and n.input[1] in weights]
 
 
-def activation_ranges(model_path: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of every weighted node's input over the calibration runs."""
+def activation_ranges(
+    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], skip: frozenset[str] = frozenset()
+) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of the input of every weighted node not in ``skip``, over the calibration runs.
+
+    The inputs are exposed as graph outputs only long enough to build the session; ``model`` is
+    left as it came, so one loaded copy serves calibration and smoothing.
+    """
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
-    inputs = sorted({n.input[0] for n in _weighted_nodes(model)})
+    inputs = sorted({n.input[0] for n in _weighted_nodes(model) if n.name not in skip})
+    kept_outputs = len(model.graph.output)
     existing = {o.name for o in model.graph.output}
-    for name in inputs:
-        if name not in existing:
-            model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    model.graph.output.extend(
+        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs if name not in existing
+    )
+    try:
+        probe = model.SerializeToString()
+    finally:
+        del model.graph.output[kept_outputs:]
+    session = ort.InferenceSession(probe, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
@@ -109,9 +119,8 @@ def smooth_onnx(
     source: Path, target: Path, feeds: list[dict[str, np.ndarray]], alpha: float, skip: frozenset[str] = frozenset()
 ) -> int:
     """Calibrate on ``feeds`` and write the smoothed (still fp32, same outputs) graph."""
-    ranges = activation_ranges(source, feeds)
     model = onnx.load(str(source))
-    count = smooth_model(model, ranges, alpha, skip)
+    count = smooth_model(model, activation_ranges(model, feeds, skip), alpha, skip)
     onnx.save(model, str(target))
     return count
 

@@ -47,8 +47,10 @@ def test_smoothed_graph_computes_the_same_and_flattens_the_outlier_channel(tmp_p
     x[:, 3] *= 60.0  # one outlier channel, as BERT's LayerNorm outputs have
     model = _matmul_graph(weight)
     onnx.save(model, str(tmp_path / "m.onnx"))
-    ranges = activation_ranges(tmp_path / "m.onnx", [{"x": x}])
+    loaded = onnx.load(str(tmp_path / "m.onnx"))
+    ranges = activation_ranges(loaded, [{"x": x}])
     assert np.allclose(ranges["x"], np.abs(x).max(axis=0))
+    assert [o.name for o in loaded.graph.output] == ["y"]  # the probe outputs were taken off again
 
     smoothed = onnx.load(str(tmp_path / "m.onnx"))
     assert smooth_model(smoothed, ranges, alpha=0.5) == 1
@@ -96,8 +98,8 @@ def _min_cosine(candidate: Path, work: Path) -> float:
 def test_smoothed_fp32_minilm_is_the_same_model(minilm_fp32: Path, tmp_path: Path) -> None:
     """Fused Attention weights are rescaled by rows like MatMul weights: the model must not change."""
     feeds = calibration_feeds(minilm_fp32 / "tokenizer", 256)
-    ranges = activation_ranges(minilm_fp32 / "optimized.onnx", feeds)
     model = onnx.load(str(minilm_fp32 / "optimized.onnx"))
+    ranges = activation_ranges(model, feeds)
     assert smooth_model(model, ranges, 0.5) == 24  # 6 layers x (attention, out-proj, FFN up, FFN down)
     onnx.save(model, str(tmp_path / "smoothed.onnx"))
     assert _min_cosine(tmp_path / "smoothed.onnx", minilm_fp32) >= 0.99999
