@@ -66,8 +66,8 @@ class ExportSettings(BaseSettings):
     max_queue_size: int = Field(
         256, ge=0, description="encoder queue bound; beyond it requests are rejected (0 = unbounded)"
     )
-    instances: int | None = Field(
-        None,
+    instances: int = Field(
+        2,
         ge=1,
         description="encoder instances (default 2: on CPU one computes while the other's batch crosses Python "
         "and shared memory; per GPU, copies overlap compute)",
@@ -94,11 +94,6 @@ class ExportSettings(BaseSettings):
 
     def served_name(self) -> str:
         return self.name or Path(self.model.rstrip("/")).name
-
-    def encoder_instances(self) -> int:
-        if self.instances is not None:
-            return self.instances
-        return 2
 
     def parity_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

@@ -108,15 +108,13 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.backend = "python"
         # Ragged: requests of different lengths join one batch; the model regroups rows by length.
         config.input.extend(_token_tensor(n, ragged=True) for n in spec.input_names)
-        config.instance_group.append(
-            mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.encoder_instances())
-        )
+        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.instances))
         _set_params(
             config,
             {
                 "onnx_file": ENCODER_ONNX,
                 "intra_op_threads": s.intra_op_threads,
-                "instance_count": s.encoder_instances(),
+                "instance_count": s.instances,
                 "intra_op_spinning": int(s.intra_op_spinning),
                 "max_length": spec.max_length,
                 "vocab_size": spec.vocab_size,
@@ -126,9 +124,7 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         )
         return config
     config.input.extend(_token_tensor(n) for n in spec.input_names)
-    config.instance_group.append(
-        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.encoder_instances())
-    )
+    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.instances))
     if s.backend is Backend.ONNXRUNTIME:
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ENCODER_ONNX
