@@ -7,7 +7,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bge_export.onnx_graph import PooledEncoder, export_onnx, load_encoder
+from bge_export.onnx_graph import (
+    PooledEncoder,
+    export_onnx,
+    load_encoder,
+    supports_cls_only_last_layer,
+    with_cls_only_last_layer,
+)
 from bge_export.optimize import FusionReport, calibration_feeds, convert_fp16, optimize_bert, quantize_int8
 from bge_export.parity import (
     PARITY_TEXTS,
@@ -19,7 +25,7 @@ from bge_export.parity import (
 )
 from bge_export.repository import describe, write_repository
 from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
-from bge_export.source import ModelSource, read_source
+from bge_export.source import ModelSource, Pooling, read_source
 from bge_export.triton_config import RepositorySpec
 
 log = logging.getLogger("bge_export")
@@ -111,7 +117,14 @@ def run_export(settings: ExportSettings) -> ExportResult:
     tokenizer.save_pretrained(str(tokenizer_dir))
 
     plain = work / "plain.onnx"
-    export_onnx(PooledEncoder(load_encoder(source.directory), source.pooling), input_names, plain, settings.opset)
+    encoder = load_encoder(source.directory)
+    cls_last_layer = (
+        settings.cls_last_layer_only and source.pooling is Pooling.CLS and supports_cls_only_last_layer(encoder)
+    )
+    if cls_last_layer:
+        encoder = with_cls_only_last_layer(encoder)
+        log.info("CLS pooling: the last layer is computed for the [CLS] row only")
+    export_onnx(PooledEncoder(encoder, source.pooling), input_names, plain, settings.opset)
     current, fusions = plain, None
     fp16 = settings.precision is Precision.FP16
     optimize = settings.optimize and settings.backend is Backend.PYTHON
@@ -122,7 +135,13 @@ def run_export(settings: ExportSettings) -> ExportResult:
     if optimize:
         current = work / "optimized.onnx"
         fusions = optimize_bert(
-            plain, current, config.num_attention_heads, config.hidden_size, config.num_hidden_layers, fp16=fp16
+            plain,
+            current,
+            config.num_attention_heads,
+            config.hidden_size,
+            # the [CLS]-only last layer has a one-row query, a pattern the fused Attention op does not take
+            config.num_hidden_layers - int(cls_last_layer),
+            fp16=fp16,
         )
         log.info("onnxruntime optimizer %s", fusions.summary())
         if not fusions.attention_fused:

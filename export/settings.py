@@ -59,6 +59,11 @@ class ExportSettings(BaseSettings):
     optimize: bool = Field(
         True, description="run onnxruntime's BERT graph optimizer (fused attention, GELU, LayerNorm)"
     )
+    cls_last_layer_only: bool = Field(
+        True,
+        description="CLS-pooled models: compute the last layer for the [CLS] row alone, the only row pooling "
+        "reads (about 3.5 percent less work for bge-large; same vectors)",
+    )
     opset: int = Field(17, description="ONNX opset")
     max_batch_size: int = Field(64, ge=1, description="texts per Triton batch (ensemble, tokenizer, encoder)")
     max_batch_tokens: int = Field(8192, ge=512, description="token budget of one encoder run (CPU encoder)")

@@ -184,7 +184,9 @@ def test_launcher_refuses_a_missing_triton_home(tmp_path: Path) -> None:
     (tmp_path / "m" / "model" / "config.pbtxt").write_text("")
     result = subprocess.run(
         ["bge-triton", "--model-repository", str(tmp_path / "m"), "--triton-home", str(tmp_path / "nowhere")],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2 and "no Triton install at" in result.stderr, result.stderr
 
