@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -414,6 +415,13 @@ class TritonServer:
             stub.clean_up()
         return self.process.returncode
 
+    def remove_workdir(self) -> bool:
+        """Delete the scratch folder (log, backend links) if this server made it; True if it did."""
+        if not self._own_workdir or not self.workdir.exists():
+            return False
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return True
+
     def __enter__(self) -> TritonServer:
         return self.start()
 
@@ -450,8 +458,14 @@ class Watchdog:
     clean-up of the stubs' shared memory, start, and wait until every model is ready again.
     """
 
-    def __init__(self, server: TritonServer, options: WatchdogOptions, ready_timeout_s: float,
-                 stopping: Callable[[], bool], say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        server: TritonServer,
+        options: WatchdogOptions,
+        ready_timeout_s: float,
+        stopping: Callable[[], bool],
+        say: Callable[[str], None],
+    ) -> None:
         self.server = server
         self.options = options
         self.ready_timeout_s = ready_timeout_s
@@ -540,7 +554,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="stream Triton's own log instead of a file")
     parser.add_argument(
-        "--triton-home", type=Path, default=None,
+        "--triton-home",
+        type=Path,
+        default=None,
         help=f"a system Triton install (bin/tritonserver, backends/); default: ${TRITON_HOME_ENV}, "
         f"else {SYSTEM_TRITON_HOME} if present, else the nvidia-pytriton wheel",
     )
@@ -551,15 +567,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="do not restart tritonserver when a Python backend stub dies, it exits, or it stays not ready",
     )
     parser.add_argument(
-        "--watchdog-not-ready-s", type=float, default=defaults.not_ready_s,
+        "--watchdog-not-ready-s",
+        type=float,
+        default=defaults.not_ready_s,
         help="restart a server that was ready and then stays not ready this long",
     )
     parser.add_argument(
-        "--watchdog-grace-s", type=float, default=defaults.grace_s,
+        "--watchdog-grace-s",
+        type=float,
+        default=defaults.grace_s,
         help="on a restart, seconds in-flight requests get before SIGKILL",
     )
     parser.add_argument(
-        "--watchdog-max-restarts", type=int, default=defaults.max_restarts,
+        "--watchdog-max-restarts",
+        type=int,
+        default=defaults.max_restarts,
         help=f"restarts allowed per {defaults.window_s / 60:g} min before the launcher exits 1",
     )
     parser.add_argument("extra", nargs="*", help="extra tritonserver flags, after '--'")
@@ -609,45 +631,54 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    say(f"starting tritonserver on {repository} (models: {', '.join(repository_models(repository))})")
-    if not args.verbose:
-        say(f"Triton's own log goes to {server.log_path}")
-    server.start()
-    try:
-        server.wait_ready(args.ready_timeout, report=True, abort=lambda: stopping)
-    except LauncherError as exc:
-        if not stopping:
-            print(f"bge-triton: {exc}", file=sys.stderr, flush=True)
-        server.stop()
-        return 1
-    say(
-        f"ready - HTTP {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
-        f"metrics {args.host}:{args.metrics_port}/metrics"
-    )
-    if not args.no_watchdog:
-        watchdog_options = WatchdogOptions(
-            not_ready_s=args.watchdog_not_ready_s,
-            grace_s=args.watchdog_grace_s,
-            max_restarts=args.watchdog_max_restarts,
-        )
-        say(
-            f"watchdog on: restarts tritonserver if a Python backend stub dies, it exits, or it stays not "
-            f"ready for {watchdog_options.not_ready_s:g}s (at most {watchdog_options.max_restarts} restarts "
-            f"per {watchdog_options.window_s / 60:g} min)"
-        )
-        watchdog = Watchdog(server, watchdog_options, args.ready_timeout, lambda: stopping, say)
-        gave_up = watchdog.supervise()
-        if gave_up is not None:
+
+    def serve() -> int:
+        say(f"starting tritonserver on {repository} (models: {', '.join(repository_models(repository))})")
+        if not args.verbose:
+            say(f"Triton's own log goes to {server.log_path}")
+        server.start()
+        try:
+            server.wait_ready(args.ready_timeout, report=True, abort=lambda: stopping)
+        except LauncherError as exc:
+            if not stopping:
+                print(f"bge-triton: {exc}", file=sys.stderr, flush=True)
             server.stop()
-            return gave_up
-    if stopping:  # again, in case the signal came while a restart was starting a new process
-        server.terminate()
-    assert server.process is not None
-    code = server.process.wait()
-    for stub in server.stubs:
-        stub.clean_up()
-    say(f"tritonserver stopped (exit code {code})")
-    return 0 if stopping and code in (0, -signal.SIGTERM) else code
+            return 1
+        say(
+            f"ready - HTTP {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
+            f"metrics {args.host}:{args.metrics_port}/metrics"
+        )
+        if not args.no_watchdog:
+            watchdog_options = WatchdogOptions(
+                not_ready_s=args.watchdog_not_ready_s,
+                grace_s=args.watchdog_grace_s,
+                max_restarts=args.watchdog_max_restarts,
+            )
+            say(
+                f"watchdog on: restarts tritonserver if a Python backend stub dies, it exits, or it stays not "
+                f"ready for {watchdog_options.not_ready_s:g}s (at most {watchdog_options.max_restarts} restarts "
+                f"per {watchdog_options.window_s / 60:g} min)"
+            )
+            watchdog = Watchdog(server, watchdog_options, args.ready_timeout, lambda: stopping, say)
+            gave_up = watchdog.supervise()
+            if gave_up is not None:
+                server.stop()
+                return gave_up
+        if stopping:  # again, in case the signal came while a restart was starting a new process
+            server.terminate()
+        assert server.process is not None
+        code = server.process.wait()
+        for stub in server.stubs:
+            stub.clean_up()
+        say(f"tritonserver stopped (exit code {code})")
+        return 0 if stopping and code in (0, -signal.SIGTERM) else code
+
+    code = serve()
+    if code == 0:  # a clean drain: the log and backend links have served their purpose
+        server.remove_workdir()
+    elif server.log_path.exists():
+        say(f"Triton's log is kept at {server.log_path}")
+    return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -98,6 +99,16 @@ def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton) -> No
         rest = server.stop()
     assert server.proc.returncode == 0, rest
     assert "SIGTERM received, draining" in rest and "tritonserver stopped" in rest
+    log = re.search(r"Triton's own log goes to (\S+)", output)
+    assert log is not None, output
+    assert not Path(log.group(1)).parent.exists(), "a clean stop removes the launcher's scratch folder"
+    assert "log is kept" not in rest
+
+
+def test_a_given_workdir_is_never_removed(tmp_path: Path) -> None:
+    server = TritonServer(ServerOptions(model_repository=tmp_path), workdir=tmp_path / "mine")
+    (tmp_path / "mine").mkdir()
+    assert not server.remove_workdir() and (tmp_path / "mine").is_dir()
 
 
 def test_launcher_serves_from_a_system_install(triton, tmp_path: Path) -> None:
