@@ -124,7 +124,10 @@ CPU_DRY_RUN = Mode(
     repeats=3,
     intra_op_threads=1,
     random_shape=(
-        ("num_hidden_layers", 2), ("hidden_size", 64), ("num_attention_heads", 4), ("intermediate_size", 128)
+        ("num_hidden_layers", 2),
+        ("hidden_size", 64),
+        ("num_attention_heads", 4),
+        ("intermediate_size", 128),
     ),
 )
 

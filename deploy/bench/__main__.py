@@ -69,8 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     load.add_argument("--target", choices=(*TARGETS, "both"), default="both", help="what to load (default both)")
     load.add_argument("--concurrency", type=int_list, default=[1, 8, 32], help="requests in flight, e.g. 1,8,32")
     load.add_argument(
-        "--lengths", type=length_list, default=[LengthSpec(64, 64)], help="tokens per text incl. [CLS]/[SEP]: "
-        "N (fixed) or A-B (uniform); several separated by commas (default 64)"
+        "--lengths",
+        type=length_list,
+        default=[LengthSpec(64, 64)],
+        help="tokens per text incl. [CLS]/[SEP]: N (fixed) or A-B (uniform); several separated by commas (default 64)",
     )
     load.add_argument("--texts-per-request", type=int_list, default=[1], help="texts in one request, e.g. 1,16")
     load.add_argument("--duration", type=float, help=f"seconds per scenario (default {DEFAULT_DURATION_S:g})")
@@ -78,24 +80,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     load.add_argument("--warmup", type=int, help="unrecorded requests before each scenario (default: concurrency)")
     load.add_argument("--pool-size", type=int, default=512, help="distinct texts per length spec (default 512)")
     load.add_argument("--seed", type=int, default=0)
-    load.add_argument("--encoding-format", choices=("base64", "float"), default="base64",
-                      help="gateway response format (the openai SDK asks for base64)")
+    load.add_argument(
+        "--encoding-format",
+        choices=("base64", "float"),
+        default="base64",
+        help="gateway response format (the openai SDK asks for base64)",
+    )
     load.add_argument("--allow-remote", action="store_true", help="allow targets that are not loopback addresses")
 
     server = p.add_argument_group("server")
-    server.add_argument("--model-dir", type=Path, required=True,
-                        help="HF model directory with weights: tokenizer for the texts, weights for the baseline")
+    server.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="HF model directory with weights: tokenizer for the texts, weights for the baseline",
+    )
     server.add_argument("--model-name", default=DEFAULT_MODEL, help=f"Triton ensemble name (default {DEFAULT_MODEL})")
     server.add_argument("--gateway-model", help="`model` sent to the gateway (default: --model-name)")
     server.add_argument("--gateway-url", default=env("BGE_BENCH_GATEWAY_URL", "http://127.0.0.1:30000"))
     server.add_argument("--gateway-api-key", default=env("BGE_BENCH_API_KEY"), help="env BGE_BENCH_API_KEY")
     server.add_argument("--triton-grpc-url", default=env("BGE_BENCH_TRITON_GRPC_URL", "127.0.0.1:8001"))
-    server.add_argument("--triton-metrics-url", default=env("BGE_BENCH_TRITON_METRICS_URL",
-                                                            "http://127.0.0.1:8002/metrics"))
+    server.add_argument(
+        "--triton-metrics-url", default=env("BGE_BENCH_TRITON_METRICS_URL", "http://127.0.0.1:8002/metrics")
+    )
 
     base = p.add_argument_group("in-process baseline")
-    base.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                      help="torch threads of the baseline (and onnxruntime threads with --self-contained)")
+    base.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads of the baseline (and onnxruntime threads with --self-contained)",
+    )
     base.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline")
     base.add_argument("--baseline-seconds", type=float, default=20.0, help="time bound of each baseline variant")
     base.add_argument("--sorted-batch-size", type=int, default=32, help="batch of the offline sorted baseline")
@@ -303,8 +318,12 @@ def describe_meta(args: argparse.Namespace, endpoints: Endpoints, notes: list[st
         "sorted_batch_size": args.sorted_batch_size,
         "max_batch_size": args.max_batch_size if args.self_contained else None,
         "encoding_format": args.encoding_format,
-        "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                 "torch": torch.__version__},
+        "host": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "notes": notes,
     }
 
@@ -329,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bge_deploy.bench").setLevel(logging.INFO)
     if not (args.model_dir / "tokenizer.json").is_file():
-        print(f"bge-bench: {args.model_dir} has no tokenizer.json (--model-dir is a local model directory)",
-              file=sys.stderr)
+        print(
+            f"bge-bench: {args.model_dir} has no tokenizer.json (--model-dir is a local model directory)",
+            file=sys.stderr,
+        )
         return 2
     needs_weights = args.self_contained or not args.no_baseline
     if needs_weights and not any((args.model_dir / name).is_file() for name in WEIGHT_FILES):

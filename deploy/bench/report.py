@@ -105,8 +105,10 @@ def write_plot(path: Path, results: Sequence[Result], title: str = "") -> Path |
             p99 = [lookup(r, "throughput.p99_ms") for r in rows]
             ax_p99.plot(x, [math.nan if v is None else v for v in p99], marker="o", label=target)
         first = next(iter(targets.values()))[0]
-        for variant, style, name in (("as_requests", "--", "in-process, same batches"),
-                                     ("offline_sorted", ":", "in-process, sorted batches")):
+        for variant, style, name in (
+            ("as_requests", "--", "in-process, same batches"),
+            ("offline_sorted", ":", "in-process, sorted batches"),
+        ):
             rate = lookup(first, f"baseline.{variant}.texts_per_s")
             if rate:
                 ax_tput.axhline(rate, linestyle=style, color="grey", linewidth=1.2, label=name)

@@ -24,8 +24,7 @@ class TritonPythonModel:
         params = ModelParams(args)
         self.encoder = OnnxEncoder(
             params.path("onnx_file"),
-            params.integer("intra_op_threads", 0)
-            or default_intra_op_threads(params.integer("instance_count", 1)),
+            params.integer("intra_op_threads", 0) or default_intra_op_threads(params.integer("instance_count", 1)),
             spinning=bool(params.integer("intra_op_spinning", 0)),
         )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
