@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bge_model_repository.encoder_runtime import OnnxEncoder, token_batch_inputs
+from bge_model_repository.encoder_runtime import CpuEngine, open_encoder, token_batch_inputs
 from bge_model_repository.tokenization import load_tokenizer, tokenize
 
 _ZH = "检索增强生成系统需要把中文文档切成段落，并为每个段落计算向量，再按余弦相似度召回最相关的内容。"
@@ -61,11 +61,15 @@ def reference_embeddings(model_dir: Path, texts: list[str], max_length: int) -> 
 
 
 def onnx_embeddings(
-    onnx_path: Path, tokenizer_dir: Path, texts: list[str], max_length: int
+    onnx_path: Path,
+    tokenizer_dir: Path,
+    texts: list[str],
+    max_length: int,
+    engine: CpuEngine = CpuEngine.ONNXRUNTIME,
 ) -> tuple[np.ndarray, list[int]]:
-    """The served path minus Triton: our tokenizer, one padded batch, the ONNX graph."""
+    """The served path minus Triton: our tokenizer, one padded batch, the ONNX graph on the served engine."""
     batch = tokenize(load_tokenizer(tokenizer_dir), texts, max_length)
-    encoder = OnnxEncoder(onnx_path)
+    encoder = open_encoder(engine, onnx_path)
     vectors = encoder.run(token_batch_inputs(batch))
     return vectors, batch.num_tokens.ravel().tolist()
 

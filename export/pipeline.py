@@ -27,6 +27,7 @@ from bge_export.repository import describe, write_repository
 from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
 from bge_export.source import ModelSource, Pooling, read_source
 from bge_export.triton_config import RepositorySpec
+from bge_model_repository.encoder_runtime import CpuEngine
 
 log = logging.getLogger("bge_export")
 
@@ -65,7 +66,7 @@ def _parity(
             threshold,
         )
     try:
-        candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length)
+        candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length, settings.cpu_engine)
     except Exception as exc:
         if settings.precision is Precision.FP16:
             log.warning(
@@ -87,9 +88,21 @@ def _parity(
     return result
 
 
+def check_engine(settings: ExportSettings) -> None:
+    """OpenVINO runs the plain fp32 graph in the Python backend; anything else is refused before any work."""
+    if settings.cpu_engine is not CpuEngine.OPENVINO:
+        return
+    if settings.backend is not Backend.PYTHON or settings.precision is not Precision.FP32:
+        raise ValueError(
+            f"--cpu-engine openvino serves fp32 on the python backend, not {settings.precision.value} on "
+            f"{settings.backend.value}: use --cpu-engine onnxruntime (int8's graph uses onnxruntime's own ops)"
+        )
+
+
 def run_export(settings: ExportSettings) -> ExportResult:
     from transformers import AutoConfig, AutoTokenizer
 
+    check_engine(settings)
     source = read_source(settings.model)
     name = settings.served_name()
     config = AutoConfig.from_pretrained(str(source.directory))
@@ -127,8 +140,11 @@ def run_export(settings: ExportSettings) -> ExportResult:
     export_onnx(PooledEncoder(encoder, source.pooling), input_names, plain, settings.opset)
     current, fusions = plain, None
     fp16 = settings.precision is Precision.FP16
-    optimize = settings.optimize and settings.backend is Backend.PYTHON
-    if settings.optimize and not optimize:
+    openvino = settings.cpu_engine is CpuEngine.OPENVINO
+    optimize = settings.optimize and settings.backend is Backend.PYTHON and not openvino
+    if openvino:
+        log.info("OpenVINO engine: the plain graph, which OpenVINO reads and fuses itself (fp32)")
+    elif settings.optimize and not optimize:
         # onnxruntime's fused ops (com.microsoft Attention, ...) are unknown to TensorRT, which
         # fuses the plain graph itself; feeding it fused ops would split the engine.
         log.info("%s backend: keeping the plain graph for TensorRT to fuse", settings.backend.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,43 @@ def default_intra_op_threads(instances: int, cpus: int | None = None) -> int:
     return max(1, available // max(1, instances))
 
 
-class OnnxEncoder:
+class CpuEngine(str, Enum):
+    """Which library runs the encoder graph inside Triton's Python backend."""
+
+    ONNXRUNTIME = "onnxruntime"  # every precision; the optimized (fused) graph
+    OPENVINO = "openvino"  # fp32 only, the plain graph; faster fp32 GEMMs on x86 (BENCHMARKS.md)
+
+
+class Encoder:
+    """An engine's `run` on one padded batch, and the length-sorted sub-batching every engine shares."""
+
+    input_names: list[str]
+    dim: int
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(
+        self,
+        inputs: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        max_batch: int,
+        max_tokens: int,
+        pad_to_multiple_of: int = 8,
+    ) -> tuple[np.ndarray, PaddingStats]:
+        """Run length-sorted sub-batches; rows come back in input order."""
+        out = np.empty((len(lengths), self.dim), dtype=np.float32)
+        stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
+        for plan in plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of):
+            width = min(plan.width, inputs["input_ids"].shape[1])
+            sub = {name: inputs[name][plan.rows, :width] for name in self.input_names}
+            out[plan.rows] = self.run(sub)
+            stats.batches += 1
+            stats.padded_tokens += width * len(plan.rows)
+        return out, stats
+
+
+class OnnxEncoder(Encoder):
     """One onnxruntime session; the graph already pools and normalizes."""
 
     def __init__(self, model_path: Path, intra_op_threads: int = 0, spinning: bool = False) -> None:
@@ -148,24 +185,42 @@ class OnnxEncoder:
         feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
         return self.session.run(None, feed)[0].astype(np.float32, copy=False)
 
-    def encode(
-        self,
-        inputs: dict[str, np.ndarray],
-        lengths: np.ndarray,
-        max_batch: int,
-        max_tokens: int,
-        pad_to_multiple_of: int = 8,
-    ) -> tuple[np.ndarray, PaddingStats]:
-        """Run length-sorted sub-batches; rows come back in input order."""
-        out = np.empty((len(lengths), self.dim), dtype=np.float32)
-        stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
-        for plan in plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of):
-            width = min(plan.width, inputs["input_ids"].shape[1])
-            sub = {name: inputs[name][plan.rows, :width] for name in self.input_names}
-            out[plan.rows] = self.run(sub)
-            stats.batches += 1
-            stats.padded_tokens += width * len(plan.rows)
-        return out, stats
+
+class OpenVinoEncoder(Encoder):
+    """OpenVINO's CPU plugin on the plain ONNX graph, held to fp32 (it would pick bf16 on CPUs that have it).
+
+    One stream and no core pinning: Triton's instances are the parallelism, and two instances pinned
+    to the same cores would fight over them.
+    """
+
+    def __init__(self, model_path: Path, threads: int = 0) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(model_path))
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "ENABLE_CPU_PINNING": "NO",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.dim = int(model.outputs[0].get_partial_shape()[-1].get_length())
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+        # the request reuses its output buffer on the next call: copy
+        return np.array(self.request.infer(feed)[0], dtype=np.float32, copy=True)
+
+
+def open_encoder(engine: CpuEngine, model_path: Path, threads: int = 0, spinning: bool = False) -> Encoder:
+    """The encoder for a repository's ``engine`` parameter."""
+    if engine is CpuEngine.OPENVINO:
+        return OpenVinoEncoder(model_path, threads)
+    return OnnxEncoder(model_path, threads, spinning)
 
 
 def token_batch_inputs(batch: TokenBatch) -> dict[str, np.ndarray]:

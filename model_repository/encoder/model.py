@@ -1,4 +1,4 @@
-"""Triton Python backend: encoder inputs -> pooled, normalized ``embedding`` via onnxruntime.
+"""Triton Python backend: encoder inputs -> pooled, normalized ``embedding`` via onnxruntime or OpenVINO.
 
 Used where Triton has only the Python backend (the pip-installed server, CPU). NVIDIA's
 container runs the same ONNX file with the native onnxruntime backend instead.
@@ -10,9 +10,10 @@ import triton_python_backend_utils as pb_utils
 
 from bge_model_repository.encoder_runtime import (
     ENCODER_INPUTS,
-    OnnxEncoder,
+    CpuEngine,
     default_intra_op_threads,
     merge_rows,
+    open_encoder,
     validate_inputs,
 )
 from bge_model_repository.params import ModelParams
@@ -22,7 +23,8 @@ from bge_model_repository.tokenization import InputError
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         params = ModelParams(args)
-        self.encoder = OnnxEncoder(
+        self.encoder = open_encoder(
+            CpuEngine(params.text("engine", CpuEngine.ONNXRUNTIME.value)),
             params.path("onnx_file"),
             params.integer("intra_op_threads", 0) or default_intra_op_threads(params.integer("instance_count", 1)),
             spinning=bool(params.integer("intra_op_spinning", 0)),

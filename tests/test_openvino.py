@@ -1,0 +1,97 @@
+"""``--cpu-engine openvino``: the same vectors as onnxruntime and sentence-transformers, in process and served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import export_model
+from support import MINILM_NAME, free_port
+
+from bge_export.parity import PARITY_TEXTS, reference_embeddings
+from bge_export.triton_config import TOKENIZER_DIR
+from bge_model_repository.encoder_runtime import (
+    CpuEngine,
+    OnnxEncoder,
+    OpenVinoEncoder,
+    open_encoder,
+    token_batch_inputs,
+)
+from bge_model_repository.tokenization import load_tokenizer, tokenize
+
+OV_NAME = "minilm-openvino"
+
+
+def _padded_batch(tokenizer_dir: Path) -> dict[str, np.ndarray]:
+    return token_batch_inputs(tokenize(load_tokenizer(tokenizer_dir), list(PARITY_TEXTS), 256))
+
+
+@pytest.fixture(scope="module")
+def openvino_export(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """MiniLM (real weights) exported for OpenVINO: the repository folder."""
+    root = tmp_path_factory.mktemp("openvino")
+    exported = export_model(
+        minilm_dir, root / "repo", root / "work", OV_NAME, cpu_engine="openvino", intra_op_threads=1
+    )
+    assert exported.parity_min_cosine is not None and exported.parity_min_cosine >= 0.99999
+    assert exported.fusions == {}, "OpenVINO gets the plain graph, not onnxruntime's fused ops"
+    return root / "repo"
+
+
+def test_openvino_runs_the_graph_like_onnxruntime(openvino_export: Path) -> None:
+    version = openvino_export / f"{OV_NAME}-encoder" / "1"
+    onnx_file = version / "model.onnx"
+    inputs = _padded_batch(openvino_export / f"{OV_NAME}-tokenizer" / "1" / TOKENIZER_DIR)
+    openvino, onnxruntime = OpenVinoEncoder(onnx_file, 1), OnnxEncoder(onnx_file, 1)
+    np.testing.assert_allclose(openvino.run(inputs), onnxruntime.run(inputs), atol=1e-5)
+    lengths = inputs["attention_mask"].sum(axis=1)
+    sub_batched, stats = openvino.encode(inputs, lengths, max_batch=3, max_tokens=512)
+    assert stats.batches > 1
+    np.testing.assert_allclose(sub_batched, onnxruntime.run(inputs), atol=1e-5)
+    assert isinstance(open_encoder(CpuEngine.OPENVINO, onnx_file, 1), OpenVinoEncoder)
+
+
+def test_openvino_config_names_the_engine(openvino_export: Path) -> None:
+    config = (openvino_export / f"{OV_NAME}-encoder" / "config.pbtxt").read_text()
+    assert 'key: "engine"' in config and 'string_value: "openvino"' in config
+
+
+@pytest.mark.parametrize("overrides", [{"precision": "int8"}, {"precision": "fp16"}, {"backend": "tensorrt"}])
+def test_openvino_refuses_what_it_cannot_serve(tmp_path: Path, minilm_dir: Path, overrides: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="--cpu-engine openvino serves fp32 on the python backend"):
+        export_model(minilm_dir, tmp_path / "repo", tmp_path / "work", "refused", cpu_engine="openvino", **overrides)
+    assert not (tmp_path / "repo").exists(), "refused before any work"
+
+
+@pytest.fixture(scope="module")
+def openvino_triton(openvino_export: Path) -> Iterator[str]:
+    from bge_deploy.launcher import ServerOptions, TritonServer
+
+    options = ServerOptions(
+        model_repository=openvino_export,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        host="127.0.0.1",
+        exit_timeout_s=10,
+    )
+    with TritonServer(options) as server:
+        server.wait_ready(timeout_s=120)
+        yield server.grpc_url
+
+
+def test_served_openvino_matches_sentence_transformers_and_onnxruntime(
+    openvino_triton: str, triton, minilm_dir: Path
+) -> None:
+    from bge_client.client import EmbeddingClient
+
+    texts = list(PARITY_TEXTS)
+    with EmbeddingClient(openvino_triton, "grpc", OV_NAME, timeout_s=60) as client:
+        served = client.embed(texts)
+    with EmbeddingClient(triton.grpc_url, "grpc", MINILM_NAME, timeout_s=60) as client:
+        onnxruntime = client.embed(texts)
+    reference = reference_embeddings(minilm_dir, texts, 256)
+    assert np.min(np.sum(served * reference, axis=1)) >= 0.99999
+    assert np.min(np.sum(served * onnxruntime, axis=1)) >= 0.99999
