@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Every row of BENCHMARKS.md's gateway table in one run: bge-large fp32 and int8 at 64 and 256 tokens
 # (concurrency 8), fp32 mixed 8..512 tokens (concurrency 32), bge-small 16 tokens (concurrency 32).
-# Each bge-bench call measures its own in-process PyTorch baseline and prints the ratio.
+# Each bge-bench call measures its own in-process PyTorch baseline and prints the ratio. fp32 runs on
+# both CPU engines: onnxruntime (the default) and OpenVINO (--cpu-engine openvino).
 #
 #   deploy/bench/run_figures.sh [SHARED_MODELS_DIR] [WORK_DIR]
 #
+# A subset: BENCH_VARIANTS="fp32 fp32-openvino" BENCH_MIXED=0 BENCH_SMALL=0 deploy/bench/run_figures.sh
+#
 # SHARED_MODELS_DIR holds the real configs/tokenizers (default ../shared/models); random weights of
-# exactly that shape are built once into WORK_DIR (default /tmp/bench). About 20 minutes on 2 cores.
+# exactly that shape are built once into WORK_DIR (default /tmp/bench). About 26 minutes on 2 cores.
 # Run it on a quiet machine: a busy neighbour moves the ratios more than any change under test.
 set -euo pipefail
 SHARED=${1:-../shared/models}
@@ -19,9 +22,11 @@ export BGE_GATEWAY_REQUEST_TIMEOUT_S=600
 model() {  # $1 name: random weights of the shared config, built once
   [ -f "$WORK/$1/model.safetensors" ] || python -m bge_deploy.bench.random_model --config "$SHARED/$1" --out "$WORK/$1"
 }
-export_repo() {  # $1 name, $2 precision
+export_repo() {  # $1 name, $2 variant: precision[-openvino]
+  local engine=onnxruntime
+  [[ $2 == *-openvino ]] && engine=openvino
   [ -d "$WORK/repo-$1-$2" ] || bge-export --model "$WORK/$1" --output "$WORK/repo-$1-$2" --workdir "$WORK/work-$1-$2" \
-    --name "$1" --precision "$2"
+    --name "$1" --precision "${2%%-*}" --cpu-engine "$engine"
 }
 STACK=""
 serve() {  # $1 name, $2 precision
@@ -53,19 +58,21 @@ bench() {  # $1 name, $2 label, then bge-bench arguments
 
 model bge-large-zh-v1.5
 model bge-small-zh-v1.5
-for precision in fp32 int8; do
-  export_repo bge-large-zh-v1.5 $precision
-  serve bge-large-zh-v1.5 $precision
-  bench bge-large-zh-v1.5 large-$precision-64 --concurrency 8 --lengths 64 --duration 40 --sorted-batch-size 32
-  bench bge-large-zh-v1.5 large-$precision-256 --concurrency 8 --lengths 256 --duration 50 --sorted-batch-size 16
-  if [ $precision = fp32 ]; then
+for variant in ${BENCH_VARIANTS:-fp32 fp32-openvino int8}; do
+  export_repo bge-large-zh-v1.5 "$variant"
+  serve bge-large-zh-v1.5 "$variant"
+  bench bge-large-zh-v1.5 "large-$variant-64" --concurrency 8 --lengths 64 --duration 40 --sorted-batch-size 32
+  bench bge-large-zh-v1.5 "large-$variant-256" --concurrency 8 --lengths 256 --duration 50 --sorted-batch-size 16
+  if [ "$variant" = fp32 ] && [ "${BENCH_MIXED:-1}" = 1 ]; then
     bench bge-large-zh-v1.5 large-fp32-mixed --concurrency 32 --lengths 8-512 --duration 60 --sorted-batch-size 32
   fi
   stop
 done
-export_repo bge-small-zh-v1.5 fp32
-serve bge-small-zh-v1.5 fp32
-bench bge-small-zh-v1.5 small-fp32-16 --concurrency 32 --lengths 16 --duration 30 --sorted-batch-size 32
-stop
+if [ "${BENCH_SMALL:-1}" = 1 ]; then
+  export_repo bge-small-zh-v1.5 fp32
+  serve bge-small-zh-v1.5 fp32
+  bench bge-small-zh-v1.5 small-fp32-16 --concurrency 32 --lengths 16 --duration 30 --sorted-batch-size 32
+  stop
+fi
 trap - EXIT
 echo "run_figures: JSON and plots under $WORK/figures-*"
