@@ -20,7 +20,7 @@ from support import (
     TritonHandle,
     build_random_bert,
     export_model,
-    free_port,
+    loopback_server_options,
     require_bge_assets,
 )
 
@@ -43,7 +43,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[TritonHandle]:
-    from bge_deploy.launcher import ServerOptions, TritonServer
+    from bge_deploy.launcher import TritonServer
 
     root = tmp_path_factory.mktemp("serving")
     repository = root / "model_repository"
@@ -71,14 +71,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterat
             instances=1,
         )
     minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1)
-    options = ServerOptions(
-        model_repository=repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        host="127.0.0.1",
-        exit_timeout_s=10,
-    )
+    options = loopback_server_options(repository)
     with TritonServer(options, workdir=root) as server:
         server.wait_ready(timeout_s=120)
         yield TritonHandle(

@@ -9,8 +9,12 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bge_deploy.launcher import ServerOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -127,4 +131,18 @@ def export_model(source: Path, repository: Path, workdir: Path, name: str, **ove
         max_batch_size=settings.max_batch_size,
         fusions=result.fusions.counts if result.fusions else {},
         parity_min_cosine=result.parity.min_cosine if result.parity else None,
+    )
+
+
+def loopback_server_options(repository: Path) -> ServerOptions:
+    """A test tritonserver: free loopback ports, a short drain."""
+    from bge_deploy.launcher import ServerOptions
+
+    return ServerOptions(
+        model_repository=repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        host="127.0.0.1",
+        exit_timeout_s=10,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import MINILM_NAME, export_model, free_port
+from support import MINILM_NAME, export_model, loopback_server_options
 
 from bge_export.parity import PARITY_TEXTS, reference_embeddings
 from bge_export.triton_config import TOKENIZER_DIR
@@ -66,16 +66,9 @@ def test_openvino_refuses_what_it_cannot_serve(tmp_path: Path, minilm_dir: Path,
 
 @pytest.fixture(scope="module")
 def openvino_triton(openvino_export: Path) -> Iterator[str]:
-    from bge_deploy.launcher import ServerOptions, TritonServer
+    from bge_deploy.launcher import TritonServer
 
-    options = ServerOptions(
-        model_repository=openvino_export,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        host="127.0.0.1",
-        exit_timeout_s=10,
-    )
+    options = loopback_server_options(openvino_export)
     with TritonServer(options) as server:
         server.wait_ready(timeout_s=120)
         yield server.grpc_url
