@@ -71,10 +71,24 @@ def _torch_feeds(arrays: dict[str, np.ndarray], device: str) -> dict[str, Any]:
     return {name: torch.from_numpy(arrays[name]).to(device) for name in INPUT_NAMES}
 
 
-def parity_checks(model_dir: Path, work: Path, device: str) -> list[tuple[str, ParityResult]]:
-    """Steps 1 and 2: (what was compared, result) for the ONNX export, the GPU fp32 and the fp16 model."""
-    import torch
+def sdpa_model(model_dir: Path, device: str) -> Any:
+    """The PyTorch model steps 2 and 3 run: SDPA attention (what users run) and the export's pooling."""
     from transformers import AutoModel
+
+    from bge_export.onnx_graph import PooledEncoder
+    from bge_export.source import read_source
+
+    pooling = read_source(str(model_dir)).pooling
+    encoder = AutoModel.from_pretrained(str(model_dir), attn_implementation="sdpa")
+    return PooledEncoder(encoder, pooling).eval().to(device)
+
+
+def parity_checks(model_dir: Path, model: Any, work: Path, device: str) -> list[tuple[str, ParityResult]]:
+    """Steps 1 and 2: (what was compared, result) for the ONNX export, `model` in fp32 and, on CUDA, in fp16.
+
+    On CUDA `model` is left in fp16, as step 3 times it.
+    """
+    import torch
 
     from bge_export.onnx_graph import PooledEncoder, export_onnx, load_encoder
     from bge_export.source import read_source
@@ -96,8 +110,6 @@ def parity_checks(model_dir: Path, work: Path, device: str) -> list[tuple[str, P
     onnx_parity = check_parity(cpu_fp32, onnx_vectors, exact, counts)
     results = [("plain ONNX export on onnxruntime CPU vs PyTorch fp32 CPU", onnx_parity)]
 
-    model = PooledEncoder(AutoModel.from_pretrained(str(model_dir), attn_implementation="sdpa"), pooling)
-    model = model.eval().to(device)
     with torch.inference_mode():
         fp32 = model(**_torch_feeds(arrays, device)).float().cpu().numpy()
         results.append((f"PyTorch fp32 (SDPA) on {device} vs fp32 CPU", check_parity(cpu_fp32, fp32, exact, counts)))
@@ -141,17 +153,11 @@ def texts_per_second(model: Any, tokens: int, batch: int, streams: int, seconds:
     return sum(done) / (time.perf_counter() - start)
 
 
-def stream_table(model_dir: Path, seconds: float) -> list[str]:
-    """Step 3: fp16 texts/s, one stream vs two, for each of SHAPES."""
+def stream_table(model: Any, seconds: float) -> list[str]:
+    """Step 3: fp16 texts/s of `model` (on CUDA), one stream vs two, for each of SHAPES."""
     import torch
-    from transformers import AutoModel
 
-    from bge_export.onnx_graph import PooledEncoder
-    from bge_export.source import read_source
-
-    pooling = read_source(str(model_dir)).pooling
-    model = PooledEncoder(AutoModel.from_pretrained(str(model_dir), attn_implementation="sdpa"), pooling)
-    model = model.eval().cuda().half()
+    model = model.half()
     lines = ["tokens  batch  1 stream  2 streams  2 vs 1"]
     for tokens, batch in SHAPES:
         one = texts_per_second(model, tokens, batch, 1, seconds)
@@ -185,13 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bge_deploy.bench.random_model import build_random_model
 
             model_dir = build_random_model(args.config, work / "model", num_hidden_layers=args.layers)
-        results = parity_checks(model_dir, work, args.device)
+        model = sdpa_model(model_dir, args.device)
+        results = parity_checks(model_dir, model, work, args.device)
         for what, result in results:
             verdict = "PASS" if result.passed else "FAIL"
             _say(f"{what}: min cosine {result.min_cosine:.7f} (>= {result.threshold}) {verdict}")
         if args.device == "cuda":
             _say(f"PyTorch fp16 (SDPA) texts/s, {args.seconds:g} s per cell")
-            for line in stream_table(model_dir, args.seconds):
+            for line in stream_table(model, args.seconds):
                 print(line, flush=True)
     return 0 if all(result.passed for _, result in results) else 1
 

@@ -29,7 +29,7 @@ export_repo() {  # $1 name, $2 variant: precision[-openvino]
     --name "$1" --precision "${2%%-*}" --cpu-engine "$engine"
 }
 STACK=""
-serve() {  # $1 name, $2 precision
+serve() {  # $1 name, $2 variant (as export_repo)
   bge-serve --model "$WORK/$1" --repository "$WORK/repo-$1-$2" --name "$1" --host 127.0.0.1 --port "$PORT" \
     --triton-http-port $((PORT + 1)) --triton-grpc-port $((PORT + 2)) --triton-metrics-port $((PORT + 3)) \
     > "$WORK/stack-$1-$2.log" 2>&1 &
