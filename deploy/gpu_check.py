@@ -514,6 +514,7 @@ def export_and_build(mode: Mode, args: argparse.Namespace, work: Path) -> Prepar
     from bge_deploy.bench.random_model import build_random_model
     from bge_export.pipeline import run_export
     from bge_export.settings import ExportSettings
+    from bge_model_repository.encoder_runtime import CpuEngine
 
     model_dir = args.model_dir or build_random_model(args.config, work / "model", **dict(mode.random_shape))
     settings = ExportSettings(
@@ -522,6 +523,8 @@ def export_and_build(mode: Mode, args: argparse.Namespace, work: Path) -> Prepar
         workdir=work / "export",
         name=MODEL_NAME,
         backend=mode.backend,
+        # the dry run's stand-in for TensorRT is onnxruntime, served and in process alike
+        cpu_engine=CpuEngine.ONNXRUNTIME,
         max_batch_size=args.max_batch_size,
         intra_op_threads=mode.intra_op_threads,
     )

@@ -66,7 +66,7 @@ def _parity(
             threshold,
         )
     try:
-        candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length, settings.cpu_engine)
+        candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length, settings.engine())
     except Exception as exc:
         if settings.precision is Precision.FP16:
             log.warning(
@@ -90,7 +90,7 @@ def _parity(
 
 def check_engine(settings: ExportSettings) -> None:
     """OpenVINO runs the plain fp32 graph in the Python backend; anything else is refused before any work."""
-    if settings.cpu_engine is not CpuEngine.OPENVINO:
+    if settings.engine() is not CpuEngine.OPENVINO:
         return
     if settings.backend is not Backend.PYTHON or settings.precision is not Precision.FP32:
         raise ValueError(
@@ -140,7 +140,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
     export_onnx(PooledEncoder(encoder, source.pooling), input_names, plain, settings.opset)
     current, fusions = plain, None
     fp16 = settings.precision is Precision.FP16
-    openvino = settings.cpu_engine is CpuEngine.OPENVINO
+    openvino = settings.engine() is CpuEngine.OPENVINO
     optimize = settings.optimize and settings.backend is Backend.PYTHON and not openvino
     if openvino:
         log.info("OpenVINO engine: the plain graph, which OpenVINO reads and fuses itself (fp32)")

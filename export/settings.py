@@ -49,10 +49,10 @@ class ExportSettings(BaseSettings):
     backend: Backend = Field(
         Backend.PYTHON, description="python: pip Triton/CPU; onnxruntime or tensorrt: NVIDIA container/GPU"
     )
-    cpu_engine: CpuEngine = Field(
-        CpuEngine.ONNXRUNTIME,
-        description="python backend: onnxruntime (every precision) or openvino (fp32 only; about 11 percent "
-        "faster fp32 on x86 here, see BENCHMARKS.md)",
+    cpu_engine: CpuEngine | None = Field(
+        None,
+        description="python backend engine (default: openvino for fp32, the fastest fp32 CPU engine measured, "
+        "see BENCHMARKS.md; onnxruntime for int8 and fp16, whose graphs use onnxruntime's own ops)",
     )
     int8_full: bool = Field(
         False, description="int8: FFN down-projections per tensor too, not in blocks (faster; may fail the gate)"
@@ -64,7 +64,7 @@ class ExportSettings(BaseSettings):
         description="int8: SmoothQuant migration strength, outliers moved from activations to weights (null = off)",
     )
     optimize: bool = Field(
-        True, description="run onnxruntime's BERT graph optimizer (fused attention, GELU, LayerNorm)"
+        True, description="onnxruntime engine: run its BERT graph optimizer (fused attention, GELU, LayerNorm)"
     )
     cls_last_layer_only: bool = Field(
         True,
@@ -86,7 +86,7 @@ class ExportSettings(BaseSettings):
     )
     tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
     intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime threads per CPU encoder instance (0: the serving machine's cores / instances)"
+        0, ge=0, description="encoder threads per CPU instance (0: the serving machine's cores / instances)"
     )
     intra_op_spinning: bool = Field(
         False,
@@ -106,6 +106,14 @@ class ExportSettings(BaseSettings):
 
     def served_name(self) -> str:
         return self.name or Path(self.model.rstrip("/")).name
+
+    def engine(self) -> CpuEngine:
+        """The engine that will run the encoder: the flag, else the fastest one that takes this precision."""
+        if self.cpu_engine is not None:
+            return self.cpu_engine
+        if self.precision is Precision.FP32 and self.backend is Backend.PYTHON:
+            return CpuEngine.OPENVINO
+        return CpuEngine.ONNXRUNTIME
 
     def parity_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

@@ -113,7 +113,7 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
             config,
             {
                 "onnx_file": ENCODER_ONNX,
-                "engine": s.cpu_engine.value,
+                "engine": s.engine().value,
                 "intra_op_threads": s.intra_op_threads,
                 "instance_count": s.instances,
                 "intra_op_spinning": int(s.intra_op_spinning),

@@ -1,1 +1,1 @@
-"""Code that runs inside Triton: tokenization and the onnxruntime encoder (thin model.py files call it)."""
+"""Code that runs inside Triton: tokenization and the CPU encoder (thin model.py files call it)."""

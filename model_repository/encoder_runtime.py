@@ -1,4 +1,4 @@
-"""Encoder inputs -> pooled, L2-normalized vectors with onnxruntime (CPU / Python backend).
+"""Encoder inputs -> pooled, L2-normalized vectors with OpenVINO or onnxruntime (CPU / Python backend).
 
 Triton's dynamic batcher only merges requests of equal shape unless inputs allow ragged
 batches. The Python-backend encoder allows them and regroups the rows itself: it sorts all
@@ -130,8 +130,8 @@ def default_intra_op_threads(instances: int, cpus: int | None = None) -> int:
 class CpuEngine(str, Enum):
     """Which library runs the encoder graph inside Triton's Python backend."""
 
-    ONNXRUNTIME = "onnxruntime"  # every precision; the optimized (fused) graph
-    OPENVINO = "openvino"  # fp32 only, the plain graph; faster fp32 GEMMs on x86 (BENCHMARKS.md)
+    ONNXRUNTIME = "onnxruntime"  # every precision (the int8 default); the optimized (fused) graph
+    OPENVINO = "openvino"  # fp32 only (its default), the plain graph; faster fp32 GEMMs on x86 (BENCHMARKS.md)
 
 
 class Encoder:
@@ -186,14 +186,23 @@ class OnnxEncoder(Encoder):
         return self.session.run(None, feed)[0].astype(np.float32, copy=False)
 
 
+OPENVINO_SHAPE_CACHE = 1000
+"""Entries of OpenVINO's per-shape kernel cache: bounds the encoder's memory under varied traffic."""
+
+
 class OpenVinoEncoder(Encoder):
     """OpenVINO's CPU plugin on the plain ONNX graph, held to fp32 (it would pick bf16 on CPUs that have it).
 
     One stream and no core pinning: Triton's instances are the parallelism, and two instances pinned
     to the same cores would fight over them.
+
+    OpenVINO prepares kernels for every new input shape (about 2 ms) and keeps them, about 0.3 MiB per
+    shape, up to its runtime cache's capacity (default 5,000 entries). A server sees up to max batch x
+    length buckets shapes (64 x 64 for bge), which at the default adds over 0.5 GiB per instance and
+    keeps growing; a capacity of 1,000 levels off near 0.25 GiB (BENCHMARKS.md).
     """
 
-    def __init__(self, model_path: Path, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, threads: int = 0, shape_cache: int = OPENVINO_SHAPE_CACHE) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -203,9 +212,11 @@ class OpenVinoEncoder(Encoder):
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
             "ENABLE_CPU_PINNING": "NO",
+            "CPU_RUNTIME_CACHE_CAPACITY": str(shape_cache),
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.config = config
         self.request = core.compile_model(model, "CPU", config).create_infer_request()
         self.input_names = [port.get_any_name() for port in model.inputs]
         self.dim = int(model.outputs[0].get_partial_shape()[-1].get_length())

@@ -25,27 +25,49 @@ def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
         read_source(str(tmp_path / "nope"))
 
 
-def test_fp32_exports_fuse_attention_and_pass_the_gate(triton) -> None:
-    """The exports the server runs: every full layer's attention fused, cosine >= 0.99999."""
+def test_fp32_exports_pass_the_gate(triton) -> None:
+    """The exports the server runs (fp32, default engine OpenVINO): cosine >= 0.99999 against PyTorch."""
     assert triton.bge is not None, "the tiny bge model needs ../shared"
-    # bge pools [CLS]: its last layer runs on that row alone, which the fused Attention op does not take
-    assert triton.bge.fusions["Attention"] == 1 and triton.bge.fusions["EmbedLayerNormalization"] == 1
-    assert triton.minilm.fusions["Attention"] == 6
     assert triton.bge.parity_min_cosine >= 0.99999
     assert triton.minilm.parity_min_cosine >= 0.99999
 
 
-def test_cls_last_layer_only_can_be_turned_off(tmp_path: Path, tiny_bge_dir: Path) -> None:
+@pytest.mark.parametrize(("cls_last_layer_only", "fused"), [(True, 1), (False, 2)])
+def test_onnxruntime_engine_fuses_every_whole_layer(
+    tmp_path: Path, tiny_bge_dir: Path, cls_last_layer_only: bool, fused: int
+) -> None:
+    """bge pools [CLS]: by default its last layer runs on that row alone, which the fused Attention op does not take."""
     from bge_export.pipeline import run_export
     from bge_export.settings import ExportSettings
 
     settings = ExportSettings(
-        model=str(tiny_bge_dir), output=tmp_path / "repo", workdir=tmp_path / "w", cls_last_layer_only=False
+        model=str(tiny_bge_dir),
+        output=tmp_path / "repo",
+        workdir=tmp_path / "w",
+        cpu_engine="onnxruntime",
+        cls_last_layer_only=cls_last_layer_only,
     )
     result = run_export(settings)
-    assert result.fusions is not None and result.fusions.counts["Attention"] == 2, "both layers whole, both fused"
+    assert result.fusions is not None
+    assert result.fusions.counts["Attention"] == fused and result.fusions.counts["EmbedLayerNormalization"] == 1
     assert result.fusions.attention_fused
     assert result.parity is not None and result.parity.min_cosine >= 0.99999
+
+
+@pytest.mark.parametrize(
+    ("overrides", "engine"),
+    [
+        ({}, "openvino"),
+        ({"cpu_engine": "onnxruntime"}, "onnxruntime"),
+        ({"precision": "int8"}, "onnxruntime"),
+        ({"precision": "fp16"}, "onnxruntime"),
+        ({"backend": "onnxruntime"}, "onnxruntime"),
+    ],
+)
+def test_default_engine_is_openvino_for_fp32_only(overrides: dict[str, str], engine: str) -> None:
+    from bge_export.settings import ExportSettings
+
+    assert ExportSettings(**overrides).engine().value == engine
 
 
 def _ops(path: Path) -> set[str]:
@@ -97,7 +119,7 @@ def test_cli_gate_fails_loudly_and_lowering_it_is_reported(tmp_path: Path, tiny_
     lowered = _cli(*common, "--min-cosine", "0.5")
     assert lowered.returncode == 0, lowered.stderr
     assert "PARITY THRESHOLD LOWERED" in lowered.stderr
-    assert "fp32 parity: min cosine" in lowered.stderr and "fusions: EmbedLayerNormalization x1" in lowered.stderr
+    assert "fp32 parity: min cosine" in lowered.stderr and "OpenVINO engine: the plain graph" in lowered.stderr
 
 
 def test_cli_reports_a_missing_model(tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 # Every row of BENCHMARKS.md's gateway table in one run: bge-large fp32 and int8 at 64 and 256 tokens
 # (concurrency 8), fp32 mixed 8..512 tokens (concurrency 32), bge-small 16 tokens (concurrency 32).
 # Each bge-bench call measures its own in-process PyTorch baseline and prints the ratio. fp32 runs on
-# both CPU engines: onnxruntime (the default) and OpenVINO (--cpu-engine openvino).
+# both CPU engines: OpenVINO (the default) and onnxruntime (--cpu-engine onnxruntime).
 #
 #   deploy/bench/run_figures.sh [SHARED_MODELS_DIR] [WORK_DIR]
 #
-# A subset: BENCH_VARIANTS="fp32 fp32-openvino" BENCH_MIXED=0 BENCH_SMALL=0 deploy/bench/run_figures.sh
+# A subset: BENCH_VARIANTS="fp32 fp32-onnxruntime" BENCH_MIXED=0 BENCH_SMALL=0 deploy/bench/run_figures.sh
 #
 # SHARED_MODELS_DIR holds the real configs/tokenizers (default ../shared/models); random weights of
 # exactly that shape are built once into WORK_DIR (default /tmp/bench). About 26 minutes on 2 cores.
@@ -22,11 +22,11 @@ export BGE_GATEWAY_REQUEST_TIMEOUT_S=600
 model() {  # $1 name: random weights of the shared config, built once
   [ -f "$WORK/$1/model.safetensors" ] || python -m bge_deploy.bench.random_model --config "$SHARED/$1" --out "$WORK/$1"
 }
-export_repo() {  # $1 name, $2 variant: precision[-openvino]
-  local engine=onnxruntime
-  [[ $2 == *-openvino ]] && engine=openvino
+export_repo() {  # $1 name, $2 variant: precision, or precision-engine to override the default engine
+  local engine=()
+  [[ $2 == *-* ]] && engine=(--cpu-engine "${2#*-}")
   [ -d "$WORK/repo-$1-$2" ] || bge-export --model "$WORK/$1" --output "$WORK/repo-$1-$2" --workdir "$WORK/work-$1-$2" \
-    --name "$1" --precision "${2%%-*}" --cpu-engine "$engine"
+    --name "$1" --precision "${2%%-*}" "${engine[@]}"
 }
 STACK=""
 serve() {  # $1 name, $2 variant (as export_repo)
@@ -58,7 +58,7 @@ bench() {  # $1 name, $2 label, then bge-bench arguments
 
 model bge-large-zh-v1.5
 model bge-small-zh-v1.5
-for variant in ${BENCH_VARIANTS:-fp32 fp32-openvino int8}; do
+for variant in ${BENCH_VARIANTS:-fp32 fp32-onnxruntime int8}; do
   export_repo bge-large-zh-v1.5 "$variant"
   serve bge-large-zh-v1.5 "$variant"
   bench bge-large-zh-v1.5 "large-$variant-64" --concurrency 8 --lengths 64 --duration 40 --sorted-batch-size 32

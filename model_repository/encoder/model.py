@@ -42,7 +42,7 @@ class TritonPythonModel:
         )
         runs = pb_utils.MetricFamily(
             name="bge_encoder_runs_total",
-            description="Encoder texts and onnxruntime sub-batch runs (mean batch = texts / runs)",
+            description="Encoder texts and engine sub-batch runs (mean batch = texts / runs)",
             kind=pb_utils.MetricFamily.COUNTER,
         )
         labels = {"model": params.name}

@@ -33,7 +33,7 @@ nv_inference_queue_duration_us{model="bge-tiny-encoder",version="1"} 4436
 # TYPE bge_encoder_tokens_total counter
 bge_encoder_tokens_total{kind="computed",model="bge-tiny-encoder"} 32
 bge_encoder_tokens_total{kind="real",model="bge-tiny-encoder"} 16
-# HELP bge_encoder_runs_total Encoder texts and onnxruntime sub-batch runs (mean batch = texts / runs)
+# HELP bge_encoder_runs_total Encoder texts and engine sub-batch runs (mean batch = texts / runs)
 # TYPE bge_encoder_runs_total counter
 bge_encoder_runs_total{kind="runs",model="bge-tiny-encoder"} 2
 bge_encoder_runs_total{kind="texts",model="bge-tiny-encoder"} 3

@@ -24,8 +24,11 @@ from reliability_support import (
 )
 from support import TritonHandle as SharedTriton
 
-SOAK_REQUESTS = 20_000
-WARMUP_REQUESTS = 2_000
+SOAK_REQUESTS = 30_000
+# OpenVINO prepares and keeps kernels for every new input shape (~0.3 MiB each, capped; encoder_runtime):
+# Triton RSS rises while new (batch, length) shapes still appear, ~3 MiB per 1,000 requests early on,
+# levelling off. The warm-up lets the shapes appear; a leak of 1.7 KiB per request still breaks the bound.
+WARMUP_REQUESTS = 10_000
 CLIENTS = 8
 SOAK_TIME_LIMIT_S = 150.0
 GATEWAY_GROWTH_BOUND = 8 * MIB  # after warm-up; the test prints what it measured (RELIABILITY.md)
@@ -60,7 +63,7 @@ def soak_gateway(start_gateway_for: GatewayFactory) -> Gateway:
 
 
 def test_soak_keeps_rss_bounded(soak_gateway: Gateway, triton: SharedTriton) -> None:
-    """20,000 mixed requests from 8 clients: all answered 200, RSS flat after warm-up."""
+    """30,000 mixed requests from 8 clients: all answered 200, RSS flat after warm-up."""
     triton_pid = triton.server.process.pid
     samples: list[tuple[int, int, int]] = []  # (requests done, gateway RSS, Triton RSS)
     statuses: dict[int, int] = {}
