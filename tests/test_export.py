@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from support import MINILM_NAME, require_bge_assets
+from support import MINILM_NAME, export_model, require_bge_assets
 
 from bge_export.source import Pooling, read_source
 
@@ -37,21 +37,16 @@ def test_onnxruntime_engine_fuses_every_whole_layer(
     tmp_path: Path, tiny_bge_dir: Path, cls_last_layer_only: bool, fused: int
 ) -> None:
     """bge pools [CLS]: by default its last layer runs on that row alone, which the fused Attention op does not take."""
-    from bge_export.pipeline import run_export
-    from bge_export.settings import ExportSettings
-
-    settings = ExportSettings(
-        model=str(tiny_bge_dir),
-        output=tmp_path / "repo",
-        workdir=tmp_path / "w",
+    exported = export_model(
+        tiny_bge_dir,
+        tmp_path / "repo",
+        tmp_path / "w",
+        "bge-tiny",
         cpu_engine="onnxruntime",
         cls_last_layer_only=cls_last_layer_only,
     )
-    result = run_export(settings)
-    assert result.fusions is not None
-    assert result.fusions.counts["Attention"] == fused and result.fusions.counts["EmbedLayerNormalization"] == 1
-    assert result.fusions.attention_fused
-    assert result.parity is not None and result.parity.min_cosine >= 0.99999
+    assert exported.fusions["Attention"] == fused and exported.fusions["EmbedLayerNormalization"] == 1
+    assert exported.parity_min_cosine is not None and exported.parity_min_cosine >= 0.99999
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support import export_model
 
 from bge_export.optimize import calibration_feeds, quantize_int8
 from bge_export.parity import PARITY_TEXTS, onnx_embeddings
@@ -77,19 +78,9 @@ def test_calibration_texts_are_not_the_parity_texts() -> None:
 
 @pytest.fixture(scope="module")
 def minilm_fp32(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    from bge_export.pipeline import run_export
-    from bge_export.settings import ExportSettings
-
     root = tmp_path_factory.mktemp("minilm-fp32")
-    settings = ExportSettings(
-        model=str(minilm_dir),
-        output=root / "repo",
-        workdir=root / "work",
-        name="m",
-        parity=False,
-        cpu_engine="onnxruntime",  # SmoothQuant works on the optimized graph int8 starts from
-    )
-    run_export(settings)
+    # SmoothQuant works on the optimized graph int8 starts from, onnxruntime's
+    export_model(minilm_dir, root / "repo", root / "work", "m", parity=False, cpu_engine="onnxruntime")
     return root / "work" / "m"
 
 
