@@ -203,7 +203,13 @@ class OpenVinoEncoder(Encoder):
     """
 
     def __init__(self, model_path: Path, threads: int = 0, shape_cache: int = OPENVINO_SHAPE_CACHE) -> None:
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ImportError(
+                f"this encoder runs on OpenVINO (the fp32 default) but Triton's Python cannot import it ({exc}): "
+                "pip install 'openvino>=2025.0' where tritonserver runs, or re-export with --cpu-engine onnxruntime"
+            ) from exc
 
         core = ov.Core()
         model = core.read_model(str(model_path))

@@ -3,6 +3,7 @@ the same vectors as each other and as sentence-transformers, in process and serv
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,13 @@ def test_openvino_runs_the_graph_like_onnxruntime(triton) -> None:
     assert openvino.config["CPU_RUNTIME_CACHE_CAPACITY"] == str(OPENVINO_SHAPE_CACHE), "bounds memory (BENCHMARKS.md)"
     assert isinstance(open_encoder(CpuEngine.OPENVINO, onnx_file, 1), OpenVinoEncoder)
     assert isinstance(open_encoder(CpuEngine.ONNXRUNTIME, onnx_file, 1), OnnxEncoder)
+
+
+def test_missing_openvino_says_what_to_do(triton, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving environment without openvino gets the two ways out, not a bare ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
+    with pytest.raises(ImportError, match=r"pip install 'openvino.*--cpu-engine onnxruntime"):
+        OpenVinoEncoder(triton.repository / f"{MINILM_NAME}-encoder" / "1" / "model.onnx", 1)
 
 
 def test_onnxruntime_config_names_the_engine(onnxruntime_export: Path) -> None:
