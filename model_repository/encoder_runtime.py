@@ -143,6 +143,10 @@ class Encoder:
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's own inputs, contiguous (sub-batches are slices of the merged batch)."""
+        return {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+
     def encode(
         self,
         inputs: dict[str, np.ndarray],
@@ -182,8 +186,7 @@ class OnnxEncoder(Encoder):
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
-        return self.session.run(None, feed)[0].astype(np.float32, copy=False)
+        return self.session.run(None, self.feed(inputs))[0].astype(np.float32, copy=False)
 
 
 OPENVINO_SHAPE_CACHE = 1000
@@ -228,9 +231,8 @@ class OpenVinoEncoder(Encoder):
         self.dim = int(model.outputs[0].get_partial_shape()[-1].get_length())
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
         # the request reuses its output buffer on the next call: copy
-        return np.array(self.request.infer(feed)[0], dtype=np.float32, copy=True)
+        return np.array(self.request.infer(self.feed(inputs))[0], dtype=np.float32, copy=True)
 
 
 def open_encoder(engine: CpuEngine, model_path: Path, threads: int = 0, spinning: bool = False) -> Encoder:
