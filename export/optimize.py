@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from bge_model_repository.cpu import Int8Target
+
 # Ops whose output feeds the FFN down-projection (see after_gelu_matmuls).
 GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
 
@@ -69,22 +71,30 @@ def quantize_int8(
     source: Path,
     target: Path,
     feeds: list[dict[str, np.ndarray]],
+    cpu: Int8Target,
     full: bool = False,
     smooth_alpha: float | None = 0.5,
 ) -> list[str]:
-    """Dynamic int8 (per-channel weights, per-run activations); returns the nodes quantized blockwise.
+    """Dynamic int8 for the CPU ``cpu`` (per-channel weights, per-run activations); returns the nodes
+    quantized at a finer grain (the FFN down-projections).
 
-    Measured on all-MiniLM-L6-v2 (real weights) against fp32, min cosine over the parity texts,
-    weights per-channel: all MatMuls and attention dynamic int8 0.974; FFN down-projections fp32
-    0.989; the same after SmoothQuant (alpha 0.5) 0.996. The down-projections' input (after
-    GELU) has per-token outliers that smoothing cannot move and that one scale per tensor cannot
-    hold, so by default they are int8 with 32-wide blocks (MatMulNBits, int8 compute): each
-    block of each token gets its own scale. 0.995 on MiniLM, and on bge-large's shape (2 cores)
-    64 tokens 9.1 texts/s against 5.4 with them fp32 and 3.4 for the fp32 graph. ``full``
-    quantizes them per tensor like the rest (13 texts/s, 0.979 on MiniLM): the gate decides.
+    The down-projections' input (after GELU) has per-token outliers that smoothing cannot move and
+    one scale per tensor cannot hold, so they get their own scheme, by CPU:
+
+    - ``vnni``: 8-bit MatMulNBits with 32-wide blocks (int8 compute; each block of each token its own
+      scale); the rest per tensor with full-range weights. Measured on a VNNI box: 0.9953 min cosine
+      to fp32 on all-MiniLM-L6-v2, bge-large 64 tokens 9.1 texts/s against 3.4 for fp32.
+    - ``avx2``: per-token u8 x u8 MatMulInteger (`per_token_int8`), since MatMulNBits is slower than
+      fp32 there; the rest per tensor with 7-bit weights (``reduce_range``), which keeps AVX2's
+      saturating int16 pair sums in range. Full-range weights there give 0.9235 on MiniLM; this 0.9927,
+      and 2.1x PyTorch fp32 in process on bge-large at 64 tokens (BENCHMARKS.md).
+
+    ``full`` quantizes the down-projections per tensor like the rest (faster; 0.979 on MiniLM): the
+    gate decides.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from bge_export.per_token_int8 import quantize_per_token
     from bge_export.smoothquant import smooth_onnx
 
     down = [] if full else after_gelu_matmuls(onnx.load(str(source), load_external_data=False))
@@ -99,12 +109,17 @@ def quantize_int8(
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Attention"],
         per_channel=True,
+        reduce_range=cpu is Int8Target.AVX2,
         nodes_to_exclude=down,
         # fused contrib ops (Attention, SkipLayerNormalization) carry no inferred output types
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    if down:
+    if down and cpu is Int8Target.VNNI:
         quantize_blockwise_int8(per_tensor, target, down)
+    elif down:
+        model = onnx.load(str(per_tensor))
+        quantize_per_token(model, down)
+        onnx.save(model, str(target))
     return down
 
 

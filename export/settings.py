@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
 
 
@@ -56,6 +57,12 @@ class ExportSettings(BaseSettings):
     )
     int8_full: bool = Field(
         False, description="int8: FFN down-projections per tensor too, not in blocks (faster; may fail the gate)"
+    )
+    int8_target: Int8Target | None = Field(
+        None,
+        description="int8: the CPU it will serve on: vnni (AVX-512 VNNI / AVX-VNNI: full-range weights) or avx2 "
+        "(no VNNI: 7-bit weights, per-token FFN down-projections, no saturation); default: this machine's CPU. "
+        "The encoder re-checks its vectors on the serving CPU when it loads",
     )
     int8_smooth_alpha: float | None = Field(
         0.5,
@@ -114,6 +121,12 @@ class ExportSettings(BaseSettings):
         if self.precision is Precision.FP32 and self.backend is Backend.PYTHON:
             return CpuEngine.OPENVINO
         return CpuEngine.ONNXRUNTIME
+
+    def int8_cpu(self, cpu: CpuFeatures | None = None) -> Int8Target:
+        """The CPU the int8 export is made for: the flag, else the one exporting (``cpu``: for tests)."""
+        if self.int8_target is not None:
+            return self.int8_target
+        return (cpu or CpuFeatures.read()).int8_target()
 
     def parity_threshold(self) -> float:
         return self.min_cosine if self.min_cosine is not None else PARITY_THRESHOLDS[self.precision]

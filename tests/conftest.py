@@ -24,6 +24,33 @@ from support import (
     require_bge_assets,
 )
 
+from bge_model_repository.cpu import CpuFeatures
+
+
+def pytest_report_header() -> str:
+    return f"cpu: {CpuFeatures.read().describe()} (int8 scheme: {CpuFeatures.read().int8_target().value})"
+
+
+_ISA_RESULTS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and "isa" in report.keywords:
+        _ISA_RESULTS.append(f"{report.outcome.upper():7s} {report.nodeid}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _ISA_RESULTS:
+        terminalreporter.section(f"ISA-dependent tests, run on {CpuFeatures.read().describe()}")
+        for line in _ISA_RESULTS:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def cpu() -> CpuFeatures:
+    """This machine's CPU, for tests whose expected result depends on its instruction set."""
+    return CpuFeatures.read()
+
 
 @pytest.fixture(scope="session")
 def tiny_bge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -11,6 +11,7 @@ import pytest
 from support import MINILM_NAME, export_model, require_bge_assets
 
 from bge_export.source import Pooling, read_source
+from bge_model_repository.cpu import CpuFeatures, Int8Target
 
 
 def test_pooling_is_read_from_sentence_transformers_files(minilm_dir: Path) -> None:
@@ -69,20 +70,46 @@ def _ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-def test_int8_real_weights_pass_the_int8_gate(tmp_path: Path, minilm_dir: Path) -> None:
+def _int8_export(tmp_path: Path, minilm_dir: Path, **overrides: object):
     from bge_export.pipeline import run_export
     from bge_export.settings import ExportSettings
 
-    result = run_export(
-        ExportSettings(
-            model=str(minilm_dir), output=tmp_path / "repo", workdir=tmp_path / "w", name=MINILM_NAME, precision="int8"
-        )
+    settings = ExportSettings(
+        model=str(minilm_dir), output=tmp_path / "repo", workdir=tmp_path / "w", name=MINILM_NAME, precision="int8"
     )
-    assert result.parity is not None and result.parity.min_cosine >= 0.99
+    return run_export(settings.model_copy(update=overrides))
+
+
+@pytest.mark.isa
+def test_int8_for_this_cpu_passes_the_int8_gate(tmp_path: Path, minilm_dir: Path, cpu: CpuFeatures) -> None:
+    """Real MiniLM weights, int8 made for the CPU it runs on (the default): >= 0.99 against fp32, VNNI or not."""
+    result = _int8_export(tmp_path, minilm_dir)
+    assert result.parity is not None and result.parity.min_cosine >= 0.99, cpu.describe()
+    target = cpu.int8_target()
+    assert result.spec.int8_target is target
     ops = _ops(tmp_path / "repo" / f"{MINILM_NAME}-encoder" / "1" / "model.onnx")
     assert {"DynamicQuantizeMatMul", "MatMulInteger"} & ops, ops
     assert "QAttention" in ops, "attention is quantized (after SmoothQuant) by default"
-    assert "MatMulNBits" in ops, "FFN down-projections are int8 in blocks by default"
+    if target is Int8Target.VNNI:
+        assert "MatMulNBits" in ops, "VNNI: FFN down-projections are int8 in blocks"
+    else:
+        assert "MatMulNBits" not in ops and "MatMulInteger" in ops, "AVX2: FFN down-projections per token, u8 x u8"
+    config = (tmp_path / "repo" / f"{MINILM_NAME}-encoder" / "config.pbtxt").read_text()
+    assert f'string_value: "{target.value}"' in config
+
+
+@pytest.mark.isa
+def test_the_other_cpus_int8_on_this_one(tmp_path: Path, minilm_dir: Path, cpu: CpuFeatures) -> None:
+    """Without VNNI, full-range int8 saturates and the gate refuses it; with VNNI the AVX2 scheme still passes."""
+    from bge_export.pipeline import ParityError
+
+    if cpu.x86 and not cpu.vnni:
+        with pytest.raises(ParityError, match=r"min cosine 0\.9[0-8]"):
+            _int8_export(tmp_path, minilm_dir, int8_target=Int8Target.VNNI)
+        assert not (tmp_path / "repo" / MINILM_NAME).exists()
+    else:
+        result = _int8_export(tmp_path, minilm_dir, int8_target=Int8Target.AVX2)
+        assert result.parity is not None and result.parity.min_cosine >= 0.99, cpu.describe()
 
 
 def test_fp16_export_keeps_float32_io(tmp_path: Path, tiny_bge_dir: Path) -> None:
