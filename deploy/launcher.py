@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from bge_deploy.served_check import check_native_encoders
 
 # Admin APIs that a serving deployment must not expose to clients (issue: access control).
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging", "statistics")
@@ -217,6 +220,24 @@ def _get_json(url: str, timeout: float = 2.0) -> tuple[int, object]:
         return 0, None  # not listening yet, or gone
 
 
+_LOAD_FAILURE = re.compile(r"""failed to load '(?P<model>[^']+)' version \d+: (?:\w+: )?(?P<reason>.*?)"?$""")
+
+
+def load_failures(log: str) -> list[str]:
+    """One line per model Triton could not load, from its log: what an operator needs first.
+
+    Triton prints the reason inside its status table too, cut to the table's width; its
+    ``failed to load '<model>' version <n>: <reason>`` line has it whole.
+    """
+    found: dict[str, str] = {}
+    for line in log.splitlines():
+        match = _LOAD_FAILURE.search(line)
+        if match:
+            # a Python model's reason ends in its traceback, escaped onto the same line
+            found.setdefault(match["model"], match["reason"].split("\\n")[0])
+    return [f"model '{model}' failed to load: {reason}" for model, reason in found.items()]
+
+
 def repository_models(repository: Path) -> list[str]:
     """Model names in a repository: every folder holding a config.pbtxt."""
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
@@ -365,7 +386,11 @@ class TritonServer:
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise LauncherError(f"tritonserver exited (code {code}) before it was ready:\n{self.log_tail()}")
+                failures = load_failures(self.log_path.read_text(errors="replace")) if self.log_path.exists() else []
+                summary = "".join(f"\n{line}" for line in failures)
+                raise LauncherError(
+                    f"tritonserver exited (code {code}) before it was ready:{summary}\n{self.log_tail()}"
+                )
             if abort is not None and abort():
                 raise LauncherError("stopped while waiting for the models to be ready")
             for name in list(pending):
@@ -644,6 +669,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"bge-triton: {exc}", file=sys.stderr, flush=True)
             server.stop()
             return 1
+        for result in check_native_encoders(server.http_url, repository, repository_models(repository)):
+            say(result.line())
+            if not result.passed:
+                server.stop()
+                return 1
         say(
             f"ready - HTTP {args.host}:{args.http_port}, gRPC {args.host}:{args.grpc_port}, "
             f"metrics {args.host}:{args.metrics_port}/metrics"

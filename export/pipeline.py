@@ -22,12 +22,15 @@ from bge_export.parity import (
     check_parity,
     onnx_embeddings,
     reference_embeddings,
+    self_check_references,
 )
 from bge_export.repository import describe, write_repository
 from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
 from bge_export.source import ModelSource, Pooling, read_source
 from bge_export.triton_config import RepositorySpec
+from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
+from bge_model_repository.self_check import References
 
 log = logging.getLogger("bge_export")
 
@@ -54,7 +57,8 @@ def _torch_reference(source: ModelSource, texts: list[str], max_length: int):
 
 def _parity(
     settings: ExportSettings, source: ModelSource, onnx_file: Path, tokenizer_dir: Path, max_length: int
-) -> ParityResult | None:
+) -> tuple[ParityResult | None, References]:
+    """The gate's result (None where the engine cannot run here) and the references the server re-checks."""
     texts = list(PARITY_TEXTS)
     threshold = settings.parity_threshold()
     default = PARITY_THRESHOLDS[settings.precision]
@@ -65,27 +69,28 @@ def _parity(
             default,
             threshold,
         )
+    if source.has_sentence_transformers:
+        reference = reference_embeddings(source.directory, texts, max_length)
+    else:
+        log.info("no sentence-transformers files: reference is the PyTorch model with %s pooling", source.pooling.value)
+        reference = _torch_reference(source, texts, max_length)
+    references = self_check_references(tokenizer_dir, reference, max_length)
     try:
         candidate, counts = onnx_embeddings(onnx_file, tokenizer_dir, texts, max_length, settings.engine())
     except Exception as exc:
         if settings.precision is Precision.FP16:
             log.warning(
                 "fp16 parity NOT CHECKED: onnxruntime cannot run this fp16 graph on this CPU (%s). "
-                "Check it on a GPU: python -m bge_deploy.gpu_check (deploy/README.md, GPU check)",
+                "The served encoder re-checks it where it loads; on a GPU: python -m bge_deploy.gpu_check",
                 str(exc).splitlines()[0][:200],
             )
-            return None
+            return None, references
         raise
-    if source.has_sentence_transformers:
-        reference = reference_embeddings(source.directory, texts, max_length)
-    else:
-        log.info("no sentence-transformers files: reference is the PyTorch model with %s pooling", source.pooling.value)
-        reference = _torch_reference(source, texts, max_length)
     result = check_parity(reference, candidate, threshold, counts)
     log.info("%s %s", settings.precision.value, result.summary())
     if not result.passed:
         raise ParityError(f"export FAILED the parity gate: {result.summary()}")
-    return result
+    return result, references
 
 
 def check_engine(settings: ExportSettings) -> None:
@@ -138,7 +143,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
         encoder = with_cls_only_last_layer(encoder)
         log.info("CLS pooling: the last layer is computed for the [CLS] row only")
     export_onnx(PooledEncoder(encoder, source.pooling), input_names, plain, settings.opset)
-    current, fusions = plain, None
+    current, fusions, int8_target = plain, None, None
     fp16 = settings.precision is Precision.FP16
     openvino = settings.engine() is CpuEngine.OPENVINO
     optimize = settings.optimize and settings.backend is Backend.PYTHON and not openvino
@@ -172,25 +177,32 @@ def run_export(settings: ExportSettings) -> ExportResult:
     if settings.precision is Precision.INT8:
         quantized = work / "int8.onnx"
         feeds = calibration_feeds(tokenizer_dir, max_length)
-        blockwise = quantize_int8(
-            current, quantized, feeds, full=settings.int8_full, smooth_alpha=settings.int8_smooth_alpha
+        cpu = int8_target = settings.int8_cpu()
+        chosen = "--int8-target" if settings.int8_target is not None else f"this CPU: {CpuFeatures.read().describe()}"
+        finer = quantize_int8(
+            current, quantized, feeds, cpu, full=settings.int8_full, smooth_alpha=settings.int8_smooth_alpha
         )
         current = quantized
+        weights = "full-range 8-bit weights" if cpu is Int8Target.VNNI else "7-bit weights (no int16 saturation)"
+        down = "in 32-wide blocks" if cpu is Int8Target.VNNI else "per token, u8 x u8"
         scope = (
-            "every MatMul and attention, per tensor"
+            f"every MatMul and attention, per tensor, {weights}"
             if settings.int8_full
-            else "attention and MatMuls per tensor, FFN down-projections in 32-wide blocks"
+            else f"attention and MatMuls per tensor with {weights}, FFN down-projections {down}"
         )
         smoothing = (
             f"SmoothQuant alpha {settings.int8_smooth_alpha} on {len(feeds)} calibration texts"
             if settings.int8_smooth_alpha is not None
             else "no smoothing"
         )
-        log.info("int8: dynamic quantization of %s (%d blockwise), %s", scope, len(blockwise), smoothing)
+        log.info("int8 for %s CPUs (%s)", cpu.value, chosen)
+        log.info("int8: dynamic quantization of %s (%d finer-grained), %s", scope, len(finer), smoothing)
 
-    parity = _parity(settings, source, current, tokenizer_dir, max_length) if settings.parity else None
-    if not settings.parity:
-        log.warning("parity gate SKIPPED (--no-parity): this export is unchecked")
+    parity, references = None, None
+    if settings.parity:
+        parity, references = _parity(settings, source, current, tokenizer_dir, max_length)
+    else:
+        log.warning("parity gate SKIPPED (--no-parity): this export is unchecked, and so is the served encoder")
 
     spec = RepositorySpec(
         name=name,
@@ -199,8 +211,10 @@ def run_export(settings: ExportSettings) -> ExportResult:
         vocab_size=int(config.vocab_size),
         input_names=tuple(input_names),
         settings=settings,
+        self_check_min_cosine=settings.parity_threshold() if references is not None else None,
+        int8_target=int8_target,
     )
-    write_repository(spec, current, tokenizer_dir)
+    write_repository(spec, current, tokenizer_dir, references)
     log.info(describe(spec))
     if settings.backend is Backend.TENSORRT:
         log.info(

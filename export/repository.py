@@ -17,6 +17,7 @@ from bge_export.triton_config import (
     tokenizer_config,
 )
 from bge_model_repository.encoder_runtime import token_batch_inputs
+from bge_model_repository.self_check import SELF_CHECK_FILE, References
 from bge_model_repository.tokenization import encode, load_tokenizer, pad
 
 WARMUP_TEXT = "今天天气怎么样"
@@ -43,8 +44,13 @@ def _write_warmup(folder: Path, spec: RepositorySpec, tokenizer_dir: Path) -> No
         (folder / "warmup" / name).write_bytes(inputs[name][0].astype("<i8").tobytes())
 
 
-def write_repository(spec: RepositorySpec, onnx_file: Path, tokenizer_dir: Path) -> Path:
-    """(Re)write this model's three folders; other models in the repository are left alone."""
+def write_repository(
+    spec: RepositorySpec, onnx_file: Path, tokenizer_dir: Path, references: References | None = None
+) -> Path:
+    """(Re)write this model's three folders; other models in the repository are left alone.
+
+    ``references`` (the parity gate's) go beside the encoder for the serving machine's self-check.
+    """
     out = spec.settings.output
     out.mkdir(parents=True, exist_ok=True)
 
@@ -59,6 +65,8 @@ def write_repository(spec: RepositorySpec, onnx_file: Path, tokenizer_dir: Path)
     if not spec.on_gpu:
         (enc / "1" / "model.py").write_text(_model_py("encoder"), encoding="utf-8")
     _write_warmup(enc, spec, tokenizer_dir)
+    if references is not None:
+        references.save(enc / "1" / SELF_CHECK_FILE)
 
     ens = _fresh(out / spec.name)
     (ens / "config.pbtxt").write_text(render(ensemble_config(spec)), encoding="utf-8")

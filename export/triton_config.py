@@ -12,6 +12,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bge_export.settings import Backend, ExportSettings
+from bge_model_repository.cpu import Int8Target
+from bge_model_repository.self_check import SELF_CHECK_FILE
 
 ENCODER_ONNX = "model.onnx"
 ENCODER_PLAN = "model.plan"
@@ -29,6 +31,10 @@ class RepositorySpec:
     vocab_size: int
     input_names: tuple[str, ...]  # encoder inputs, in graph order
     settings: ExportSettings
+    self_check_min_cosine: float | None = None
+    """The gate's threshold, re-checked where the encoder loads; None: no references stored (--no-parity)."""
+    int8_target: Int8Target | None = None
+    """The CPU an int8 encoder was made for."""
 
     @property
     def tokenizer_name(self) -> str:
@@ -92,6 +98,17 @@ def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     return [warmup]
 
 
+def _self_check_params(spec: RepositorySpec) -> dict[str, object]:
+    """What the serving side needs to re-check the stored references (every backend: the launcher reads them
+    from Triton's config API for the native GPU platforms)."""
+    values: dict[str, object] = {"precision": spec.settings.precision.value}
+    if spec.self_check_min_cosine is not None:
+        values |= {"self_check_file": SELF_CHECK_FILE, "self_check_min_cosine": spec.self_check_min_cosine}
+    if spec.int8_target is not None:
+        values["int8_target"] = spec.int8_target.value
+    return values
+
+
 def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
     s = spec.settings
     config = mc.ModelConfig(
@@ -121,9 +138,11 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
                 "vocab_size": spec.vocab_size,
                 "max_batch_tokens": s.max_batch_tokens,
                 "pad_to_multiple_of": s.pad_to_multiple_of,
+                **_self_check_params(spec),
             },
         )
         return config
+    _set_params(config, _self_check_params(spec))
     config.input.extend(_token_tensor(n) for n in spec.input_names)
     config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.instances))
     if s.backend is Backend.ONNXRUNTIME:

@@ -18,6 +18,11 @@ class ModelParams:
         self.max_batch_size: int = int(self.config.get("max_batch_size", 0))
         self._values = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
 
+    @property
+    def values(self) -> dict[str, str]:
+        """Every parameter as written (string values)."""
+        return dict(self._values)
+
     def text(self, key: str, default: str | None = None) -> str:
         if key in self._values:
             return self._values[key]

@@ -17,6 +17,7 @@ from bge_model_repository.encoder_runtime import (
     validate_inputs,
 )
 from bge_model_repository.params import ModelParams
+from bge_model_repository.self_check import References, SelfCheckError, SelfCheckSpec, run_self_check
 from bge_model_repository.tokenization import InputError
 
 
@@ -51,6 +52,26 @@ class TritonPythonModel:
         self.metric_texts = runs.Metric(labels={**labels, "kind": "texts"})
         self.metric_runs = runs.Metric(labels={**labels, "kind": "runs"})
         self._families = (family, runs)  # families must outlive their metrics
+        self._self_check(params)
+
+    def _self_check(self, params: ModelParams) -> None:
+        """Re-embed the export's references with this engine on this CPU; below the gate, refuse to load."""
+        spec = SelfCheckSpec.from_parameters(params.values)
+        if spec is None:
+            pb_utils.Logger.log_warn(f"'{params.name}': no stored references (exported with --no-parity): unchecked")
+            return
+        result = run_self_check(
+            lambda inputs, lengths: self.encoder.encode(
+                inputs, lengths, self.max_batch, self.max_tokens, self.pad_to_multiple_of
+            )[0],
+            References.load(params.version_dir / spec.file),
+            spec,
+            params.name,
+        )
+        if not result.passed:
+            pb_utils.Logger.log_error(result.line())
+            raise SelfCheckError(result.line())
+        pb_utils.Logger.log_info(result.line())
 
     def execute(self, requests: list) -> list:
         good: list[int] = []
