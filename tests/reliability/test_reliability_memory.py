@@ -30,7 +30,9 @@ SOAK_REQUESTS = 30_000
 # levelling off. The warm-up lets the shapes appear; a leak of 1.7 KiB per request still breaks the bound.
 WARMUP_REQUESTS = 10_000
 CLIENTS = 8
-SOAK_TIME_LIMIT_S = 150.0
+SOAK_HANG_GUARD_S = 900.0
+"""Not a speed bound: the soak always sends all its requests (about 190 s on a 2-core box); this only ends a hung
+run with a clear failure instead of pytest's timeout. RSS is what the test measures."""
 GATEWAY_GROWTH_BOUND = 8 * MIB  # after warm-up; the test prints what it measured (RELIABILITY.md)
 TRITON_GROWTH_BOUND = 32 * MIB
 BODY_LIMIT = 64 * 1024
@@ -70,13 +72,10 @@ def test_soak_keeps_rss_bounded(soak_gateway: Gateway, triton: SharedTriton) -> 
     done = 0
     rng = random.Random(7)
     requests = [soak_request(rng, i) for i in range(SOAK_REQUESTS)]
-    deadline = time.monotonic() + SOAK_TIME_LIMIT_S
 
     async def client(c: int, http: httpx.AsyncClient) -> None:
         nonlocal done
         for i in range(c, SOAK_REQUESTS, CLIENTS):
-            if time.monotonic() > deadline:
-                return
             response = await http.post(f"{soak_gateway.url}/v1/embeddings", json=requests[i])
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             done += 1
@@ -86,12 +85,15 @@ def test_soak_keeps_rss_bounded(soak_gateway: Gateway, triton: SharedTriton) -> 
     async def soak() -> None:
         limits = httpx.Limits(max_keepalive_connections=CLIENTS)
         async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-            await asyncio.gather(*[client(c, http) for c in range(CLIENTS)])
+            await asyncio.wait_for(asyncio.gather(*[client(c, http) for c in range(CLIENTS)]), SOAK_HANG_GUARD_S)
 
     start = time.monotonic()
-    asyncio.run(soak())
+    try:
+        asyncio.run(soak())
+    except TimeoutError:
+        pytest.fail(f"the soak hung: {done} of {SOAK_REQUESTS} requests answered in {SOAK_HANG_GUARD_S:g} s")
     elapsed = time.monotonic() - start
-    assert done == SOAK_REQUESTS, f"only {done} requests in {SOAK_TIME_LIMIT_S} s"
+    assert done == SOAK_REQUESTS
     assert statuses == {200: SOAK_REQUESTS}, statuses
     after_warmup = [s for s in samples if s[0] >= WARMUP_REQUESTS]
     gateway_growth = max(s[1] for s in after_warmup) - after_warmup[0][1]
