@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from bge_client.contract import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
+from bge_model_repository.contract import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
 
 T = TypeVar("T", bound=Hashable)
 R = TypeVar("R")

@@ -12,7 +12,7 @@ from typing import TextIO
 from tritonclient.utils import InferenceServerException
 
 from bge_client.client import EmbeddingClient
-from bge_client.contract import DEFAULT_MODEL, QUERY_INSTRUCTION
+from bge_model_repository.contract import DEFAULT_MODEL, QUERY_INSTRUCTION, Truncate
 
 READ_BATCH = 256
 """Lines read from stdin before a request: big enough to fill batches, small enough to stream."""
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=None, help="Triton host:port (default: localhost:8001 gRPC, 8000 HTTP)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Triton ensemble name")
-    parser.add_argument("--truncate", choices=("END", "START", "NONE"), default="END",
+    parser.add_argument("--truncate", choices=[t.value for t in Truncate], default=Truncate.END.value,
                         help="cut over-long texts at the END/START, or NONE to fail on them")
     parser.add_argument("--query", action="store_true",
                         help=f"prepend BGE's retrieval instruction ({QUERY_INSTRUCTION}) to every text")

@@ -21,7 +21,8 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from bge_client.batching import chunk_slices, gather_or_cancel, text_array
-from bge_client.contract import (
+from bge_client.model_config import ModelFacts, read_model_facts
+from bge_model_repository.contract import (
     DEFAULT_GRPC_URL,
     DEFAULT_HTTP_URL,
     DEFAULT_MODEL,
@@ -30,10 +31,8 @@ from bge_client.contract import (
     NUM_TOKENS,
     TEXT,
     TRUNCATE_PARAMETER,
-    ModelFacts,
     Truncate,
     is_queue_full,
-    read_model_facts,
 )
 
 Transport = Literal["grpc", "http"]
@@ -104,7 +103,7 @@ class _Base:
         self.model = model
         self.timeout_s = timeout_s
         self.retry = retry
-        self.truncate: Truncate = truncate
+        self.truncate = Truncate(truncate)
         self._api = _load_api(protocol, asynchronous)
         self._batch_override = max_batch_size
         self._facts: ModelFacts | None = None
@@ -120,7 +119,7 @@ class _Base:
             "model_name": self.model,
             "inputs": [tensor],
             "outputs": [self._api.InferRequestedOutput(EMBEDDING), self._api.InferRequestedOutput(NUM_TOKENS)],
-            "parameters": {TRUNCATE_PARAMETER: truncate or self.truncate},
+            "parameters": {TRUNCATE_PARAMETER: Truncate(truncate or self.truncate).value},
             **self._call_kwargs,
         }
 

@@ -54,7 +54,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bge_client.contract import DEFAULT_MODEL
 from bge_deploy.bench.measure import Throughput
 from bge_deploy.bench.workload import LengthSpec, Workload, WorkloadError, build_workload
 from bge_deploy.launcher import SYSTEM_TRITON_HOME, TRITON_HOME_ENV, LauncherError, SystemTriton, find_triton
@@ -62,6 +61,7 @@ from bge_export.parity import PARITY_TEXTS, ParityError, ParityResult, check_par
 from bge_export.settings import PARITY_THRESHOLDS, Backend, Precision
 from bge_export.tensorrt_engine import EngineBuildError, build_for_repository, require_gpu
 from bge_export.triton_config import TOKENIZER_DIR
+from bge_model_repository.contract import DEFAULT_MODEL
 from bge_model_repository.encoder_runtime import token_batch_inputs
 from bge_model_repository.tokenization import TokenBatch, load_tokenizer, tokenize
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bge_model_repository.self_check import References, SelfCheckResult, SelfCheckSpec, run_self_check
+from bge_model_repository.parameters import SelfCheckParameters
+from bge_model_repository.self_check import References, SelfCheckResult, run_self_check
 
 TIMEOUT_S = 120.0
 
@@ -44,7 +45,7 @@ def infer_embeddings(http_url: str, model: str, inputs: dict[str, np.ndarray], o
     return np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
 
 
-def served_self_check(http_url: str, model: str, references: References, spec: SelfCheckSpec) -> SelfCheckResult:
+def served_self_check(http_url: str, model: str, references: References, spec: SelfCheckParameters) -> SelfCheckResult:
     """Embed the references through the served ``model`` and judge them as the encoder would."""
     config = _model_config(http_url, model)
     wanted = {tensor["name"] for tensor in config.get("input", [])}  # type: ignore[union-attr]
@@ -58,10 +59,10 @@ def check_native_encoders(http_url: str, repository: Path, models: list[str]) ->
     for model in models:
         config = _model_config(http_url, model)
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}  # type: ignore[union-attr]
-        spec = SelfCheckSpec.from_parameters(parameters)
-        if spec is None or config.get("backend") == "python":
+        spec = SelfCheckParameters.from_config(parameters, model)
+        if spec.self_check_file is None or config.get("backend") == "python":
             continue
         versions = sorted((p for p in (repository / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        references = References.load(versions[-1] / spec.file)
+        references = References.load(versions[-1] / spec.self_check_file)
         results.append(served_self_check(http_url, model, references, spec))
     return results

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bge_export.source import Pooling
+from bge_model_repository.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS, TOKEN_TYPE_IDS
 
 
 class PooledEncoder(nn.Module):
@@ -25,9 +26,9 @@ class PooledEncoder(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs = {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask}
         if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
+            kwargs[TOKEN_TYPE_IDS] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
         if self.pooling is Pooling.CLS:
             pooled = hidden[:, 0]
@@ -115,16 +116,16 @@ def export_onnx(model: PooledEncoder, input_names: list[str], path: Path, opset:
     """TorchScript exporter with dynamic batch and sequence axes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.ones(2, 16, dtype=torch.long)
-    args = tuple(sample if name != "token_type_ids" else torch.zeros_like(sample) for name in input_names)
+    args = tuple(sample if name != TOKEN_TYPE_IDS else torch.zeros_like(sample) for name in input_names)
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
-    axes["embedding"] = {0: "batch"}
+    axes[EMBEDDING] = {0: "batch"}
     with torch.inference_mode():
         torch.onnx.export(
             model,
             args,
             str(path),
             input_names=input_names,
-            output_names=["embedding"],
+            output_names=[EMBEDDING],
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,

@@ -28,6 +28,7 @@ from bge_export.repository import describe, write_repository
 from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
 from bge_export.source import ModelSource, Pooling, read_source
 from bge_export.triton_config import RepositorySpec
+from bge_model_repository.contract import ENCODER_INPUTS, TOKEN_TYPE_IDS
 from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
 from bge_model_repository.self_check import References
@@ -112,9 +113,9 @@ def run_export(settings: ExportSettings) -> ExportResult:
     name = settings.served_name()
     config = AutoConfig.from_pretrained(str(source.directory))
     tokenizer = AutoTokenizer.from_pretrained(str(source.directory), use_fast=True)
-    input_names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in tokenizer.model_input_names:
-        input_names.append("token_type_ids")
+    input_names = list(ENCODER_INPUTS[:2])
+    if TOKEN_TYPE_IDS in tokenizer.model_input_names:
+        input_names.append(TOKEN_TYPE_IDS)
     max_length = settings.max_length or source.max_length
     log.info(
         "exporting %s as '%s': %s pooling + L2 normalize, %d layers, hidden %d, limit %d tokens, inputs %s",

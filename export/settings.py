@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bge_model_repository.contract import DEFAULT_REPOSITORY, DEFAULT_SOURCE, QUERY_INSTRUCTION, served_name
 from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
 
@@ -41,8 +42,8 @@ class ExportSettings(BaseSettings):
         protected_namespaces=(),
     )
 
-    model: str = Field("BAAI/bge-large-zh-v1.5", description="Hugging Face model id or local model directory")
-    output: Path = Field(Path("build/model_repository"), description="Triton model repository to write")
+    model: str = Field(DEFAULT_SOURCE, description="Hugging Face model id or local model directory")
+    output: Path = Field(DEFAULT_REPOSITORY, description="Triton model repository to write")
     name: str | None = Field(None, description="served model name (default: last part of --model)")
     precision: Precision = Field(
         Precision.FP32, description="encoder weights: fp32 (CPU default), fp16 (GPU), int8 (CPU)"
@@ -106,13 +107,18 @@ class ExportSettings(BaseSettings):
     max_length: int | None = Field(
         None, description="token limit incl. [CLS]/[SEP] (default: the model's, 512 for BGE)"
     )
+    query_instruction: str = Field(
+        QUERY_INSTRUCTION,
+        description="prepended to queries (input_type=query) by the gateway; BGE zh's retrieval instruction by "
+        "default, '' for a model that has none",
+    )
     parity: bool = Field(True, description="check ONNX against the PyTorch reference and fail below the threshold")
     min_cosine: float | None = Field(None, description="override the parity threshold (lowering it is reported loudly)")
     trt_cache_dir: str = Field("/models/trt_cache", description="TensorRT engine cache inside the Triton container")
     workdir: Path = Field(Path("build/export"), description="scratch folder for intermediate ONNX files")
 
     def served_name(self) -> str:
-        return self.name or Path(self.model.rstrip("/")).name
+        return served_name(self.model, self.name)
 
     def engine(self) -> CpuEngine:
         """The engine that will run the encoder: the flag, else the fastest one that takes this precision."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bge_export.triton_config import ENCODER_ONNX, ENCODER_PLAN, parse
+from bge_model_repository.contract import DEFAULT_MODEL, DEFAULT_REPOSITORY, encoder_model, tokenizer_model
+from bge_model_repository.parameters import TokenizerParameters
 
 
 class EngineBuildError(RuntimeError):
@@ -72,15 +74,16 @@ def build_engine(onnx_file: Path, plan_file: Path, profile: Profile, workspace_g
 def build_for_repository(repository: Path, name: str, workspace_gib: int = 4) -> Path:
     """Read batch and length limits from the generated configs; write model.plan beside model.onnx."""
     require_gpu()  # first: no point reading configs on a machine that cannot build
-    encoder_dir = repository / f"{name}-encoder"
+    encoder_dir = repository / encoder_model(name)
     config = parse((encoder_dir / "config.pbtxt").read_text(encoding="utf-8"))
     if config.platform != "tensorrt_plan":
         raise EngineBuildError(
             f"{encoder_dir} was exported for '{config.platform or config.backend}', "
             "not tensorrt: re-export with --backend tensorrt"
         )
-    tokenizer = parse((repository / f"{name}-tokenizer" / "config.pbtxt").read_text(encoding="utf-8"))
-    max_length = int(tokenizer.parameters["max_length"].string_value)
+    tokenizer = parse((repository / tokenizer_model(name) / "config.pbtxt").read_text(encoding="utf-8"))
+    values = {key: value.string_value for key, value in tokenizer.parameters.items()}
+    max_length = TokenizerParameters.from_config(values, tokenizer.name).max_length
     profile = Profile(max_batch=config.max_batch_size, max_length=max_length)
     version = encoder_dir / "1"
     return build_engine(version / ENCODER_ONNX, version / ENCODER_PLAN, profile, workspace_gib)
@@ -88,8 +91,8 @@ def build_for_repository(repository: Path, name: str, workspace_gib: int = 4) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bge-build-engine", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path("build/model_repository"))
-    parser.add_argument("--name", default="bge-large-zh-v1.5")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--name", default=DEFAULT_MODEL)
     parser.add_argument("--workspace-gib", type=int, default=4)
     args = parser.parse_args(argv)
     try:

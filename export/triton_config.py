@@ -12,7 +12,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bge_export.settings import Backend, ExportSettings
+from bge_model_repository.contract import EMBEDDING, NUM_TOKENS, TEXT, encoder_model, tokenizer_model
 from bge_model_repository.cpu import Int8Target
+from bge_model_repository.parameters import (
+    ConfigParameters,
+    CpuEncoderParameters,
+    EnsembleParameters,
+    SelfCheckParameters,
+    TokenizerParameters,
+)
 from bge_model_repository.self_check import SELF_CHECK_FILE
 
 ENCODER_ONNX = "model.onnx"
@@ -38,21 +46,22 @@ class RepositorySpec:
 
     @property
     def tokenizer_name(self) -> str:
-        return f"{self.name}-tokenizer"
+        return tokenizer_model(self.name)
 
     @property
     def encoder_name(self) -> str:
-        return f"{self.name}-encoder"
+        return encoder_model(self.name)
 
     @property
     def on_gpu(self) -> bool:
         return self.settings.backend is not Backend.PYTHON
 
 
-def _set_params(config: mc.ModelConfig, values: dict[str, object]) -> None:
+def _set_params(config: mc.ModelConfig, *parameters: ConfigParameters) -> None:
     # protobuf message maps can't be assigned whole; fill them entry by entry
-    for key, value in values.items():
-        config.parameters[key].string_value = str(value)
+    for group in parameters:
+        for key, value in group.to_config().items():
+            config.parameters[key].string_value = value
 
 
 def _token_tensor(name: str, ragged: bool = False) -> mc.ModelInput:
@@ -69,21 +78,18 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         name=spec.tokenizer_name,
         backend="python",
         max_batch_size=s.max_batch_size,
-        input=[mc.ModelInput(name="text", data_type=mc.TYPE_STRING, dims=[1])],
+        input=[mc.ModelInput(name=TEXT, data_type=mc.TYPE_STRING, dims=[1])],
         output=[mc.ModelOutput(name=n, data_type=mc.TYPE_INT64, dims=[-1]) for n in spec.input_names]
-        + [mc.ModelOutput(name="num_tokens", data_type=mc.TYPE_INT32, dims=[1])],
+        + [mc.ModelOutput(name=NUM_TOKENS, data_type=mc.TYPE_INT32, dims=[1])],
         # A short wait lets concurrent requests share one padded width (see tokenizer/model.py).
         dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=100),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.tokenizer_instances)],
     )
     _set_params(
         config,
-        {
-            "tokenizer_dir": TOKENIZER_DIR,
-            "max_length": spec.max_length,
-            # The GPU backends batch only equal shapes: coarser buckets merge more requests.
-            "pad_to_multiple_of": s.pad_to_multiple_of,
-        },
+        TokenizerParameters(
+            tokenizer_dir=TOKENIZER_DIR, max_length=spec.max_length, pad_to_multiple_of=s.pad_to_multiple_of
+        ),
     )
     return config
 
@@ -98,15 +104,16 @@ def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     return [warmup]
 
 
-def _self_check_params(spec: RepositorySpec) -> dict[str, object]:
+def _self_check_params(spec: RepositorySpec) -> SelfCheckParameters:
     """What the serving side needs to re-check the stored references (every backend: the launcher reads them
     from Triton's config API for the native GPU platforms)."""
-    values: dict[str, object] = {"precision": spec.settings.precision.value}
-    if spec.self_check_min_cosine is not None:
-        values |= {"self_check_file": SELF_CHECK_FILE, "self_check_min_cosine": spec.self_check_min_cosine}
-    if spec.int8_target is not None:
-        values["int8_target"] = spec.int8_target.value
-    return values
+    checked = spec.self_check_min_cosine is not None
+    return SelfCheckParameters(
+        precision=spec.settings.precision.value,
+        self_check_file=SELF_CHECK_FILE if checked else None,
+        self_check_min_cosine=spec.self_check_min_cosine,
+        int8_target=spec.int8_target.value if spec.int8_target is not None else None,
+    )
 
 
 def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
@@ -114,7 +121,7 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=spec.encoder_name,
         max_batch_size=s.max_batch_size,
-        output=[mc.ModelOutput(name="embedding", data_type=mc.TYPE_FP32, dims=[spec.dim])],
+        output=[mc.ModelOutput(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[spec.dim])],
         dynamic_batching=mc.ModelDynamicBatching(
             max_queue_delay_microseconds=s.queue_delay_us,
             default_queue_policy=_queue_policy(spec),
@@ -126,21 +133,18 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         # Ragged: requests of different lengths join one batch; the model regroups rows by length.
         config.input.extend(_token_tensor(n, ragged=True) for n in spec.input_names)
         config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.instances))
-        _set_params(
-            config,
-            {
-                "onnx_file": ENCODER_ONNX,
-                "engine": s.engine().value,
-                "intra_op_threads": s.intra_op_threads,
-                "instance_count": s.instances,
-                "intra_op_spinning": int(s.intra_op_spinning),
-                "max_length": spec.max_length,
-                "vocab_size": spec.vocab_size,
-                "max_batch_tokens": s.max_batch_tokens,
-                "pad_to_multiple_of": s.pad_to_multiple_of,
-                **_self_check_params(spec),
-            },
+        encoder = CpuEncoderParameters(
+            onnx_file=ENCODER_ONNX,
+            vocab_size=spec.vocab_size,
+            max_batch_tokens=s.max_batch_tokens,
+            engine=s.engine().value,
+            intra_op_threads=s.intra_op_threads,
+            instance_count=s.instances,
+            intra_op_spinning=s.intra_op_spinning,
+            max_length=spec.max_length,
+            pad_to_multiple_of=s.pad_to_multiple_of,
         )
+        _set_params(config, encoder, _self_check_params(spec))
         return config
     _set_params(config, _self_check_params(spec))
     config.input.extend(_token_tensor(n) for n in spec.input_names)
@@ -168,26 +172,31 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     step_tok = mc.ModelEnsembling.Step(
         model_name=spec.tokenizer_name,
         model_version=-1,
-        input_map={"text": "text"},
-        output_map={**{n: n for n in spec.input_names}, "num_tokens": "num_tokens"},
+        input_map={TEXT: TEXT},
+        output_map={**{n: n for n in spec.input_names}, NUM_TOKENS: NUM_TOKENS},
     )
     step_enc = mc.ModelEnsembling.Step(
         model_name=spec.encoder_name,
         model_version=-1,
         input_map={n: n for n in spec.input_names},
-        output_map={"embedding": "embedding"},
+        output_map={EMBEDDING: EMBEDDING},
     )
-    return mc.ModelConfig(
+    config = mc.ModelConfig(
         name=spec.name,
         platform="ensemble",
         max_batch_size=spec.settings.max_batch_size,
-        input=[mc.ModelInput(name="text", data_type=mc.TYPE_STRING, dims=[1])],
+        input=[mc.ModelInput(name=TEXT, data_type=mc.TYPE_STRING, dims=[1])],
         output=[
-            mc.ModelOutput(name="embedding", data_type=mc.TYPE_FP32, dims=[spec.dim]),
-            mc.ModelOutput(name="num_tokens", data_type=mc.TYPE_INT32, dims=[1]),
+            mc.ModelOutput(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[spec.dim]),
+            mc.ModelOutput(name=NUM_TOKENS, data_type=mc.TYPE_INT32, dims=[1]),
         ],
         ensemble_scheduling=mc.ModelEnsembling(step=[step_tok, step_enc]),
     )
+    # what callers (the gateway) read instead of keeping their own copies
+    _set_params(
+        config, EnsembleParameters(max_length=spec.max_length, query_instruction=spec.settings.query_instruction)
+    )
+    return config
 
 
 def render(config: mc.ModelConfig) -> str:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bge_model_repository.contract import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
 from bge_model_repository.tokenization import InputError, TokenBatch, round_up
-
-ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,6 @@ class PaddingStats:
     batches: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0  # tokens computed, padding included
-
-    def add(self, other: PaddingStats) -> None:
-        self.texts += other.texts
-        self.batches += other.batches
-        self.real_tokens += other.real_tokens
-        self.padded_tokens += other.padded_tokens
 
 
 def plan_sub_batches(
@@ -85,8 +78,8 @@ def plan_sub_batches(
 
 def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Stack the inputs of several requests (each [n_i, L_i]) into one [sum n_i, max L_i]."""
-    width = max(b["input_ids"].shape[1] for b in batches)
-    counts = [int(b["input_ids"].shape[0]) for b in batches]
+    width = max(b[INPUT_IDS].shape[1] for b in batches)
+    counts = [int(b[INPUT_IDS].shape[0]) for b in batches]
     merged: dict[str, np.ndarray] = {}
     for name in batches[0]:
         out = np.zeros((sum(counts), width), dtype=np.int64)
@@ -100,8 +93,8 @@ def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.n
 
 def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: int) -> np.ndarray:
     """Real lengths per row; raise InputError for what would otherwise crash the graph."""
-    ids = inputs["input_ids"]
-    mask = inputs["attention_mask"]
+    ids = inputs[INPUT_IDS]
+    mask = inputs[ATTENTION_MASK]
     if ids.ndim != 2 or ids.shape != mask.shape:
         raise InputError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes")
     for name, tensor in inputs.items():
@@ -159,7 +152,7 @@ class Encoder:
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
         stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
         for plan in plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of):
-            width = min(plan.width, inputs["input_ids"].shape[1])
+            width = min(plan.width, inputs[INPUT_IDS].shape[1])
             sub = {name: inputs[name][plan.rows, :width] for name in self.input_names}
             out[plan.rows] = self.run(sub)
             stats.batches += 1
@@ -243,8 +236,4 @@ def open_encoder(engine: CpuEngine, model_path: Path, threads: int = 0, spinning
 
 
 def token_batch_inputs(batch: TokenBatch) -> dict[str, np.ndarray]:
-    return {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "token_type_ids": batch.token_type_ids,
-    }
+    return {INPUT_IDS: batch.input_ids, ATTENTION_MASK: batch.attention_mask, TOKEN_TYPE_IDS: batch.token_type_ids}

@@ -9,13 +9,14 @@ Below the gate's threshold it refuses to load, so the model never turns ready, a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bge_model_repository.cpu import CpuFeatures, Int8Target
+from bge_model_repository.parameters import SelfCheckParameters
 
 SELF_CHECK_FILE = "self_check.npz"
 VECTORS = "reference"
@@ -55,29 +56,6 @@ class References:
     @property
     def lengths(self) -> np.ndarray:
         return self.inputs["attention_mask"].sum(axis=1)
-
-
-@dataclass(frozen=True)
-class SelfCheckSpec:
-    """The encoder config's ``self_check_*`` parameters (written by the export's ``triton_config``)."""
-
-    file: str
-    min_cosine: float
-    precision: str
-    int8_target: Int8Target | None
-
-    @classmethod
-    def from_parameters(cls, values: Mapping[str, str]) -> SelfCheckSpec | None:
-        """None when the export stored no references (``--no-parity``)."""
-        if "self_check_file" not in values:
-            return None
-        target = values.get("int8_target")
-        return cls(
-            file=values["self_check_file"],
-            min_cosine=float(values["self_check_min_cosine"]),
-            precision=values.get("precision", "fp32"),
-            int8_target=Int8Target(target) if target else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -121,19 +99,21 @@ class SelfCheckResult:
 def run_self_check(
     encode: Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray],
     references: References,
-    spec: SelfCheckSpec,
+    spec: SelfCheckParameters,
     model: str,
     cpu: CpuFeatures | None = None,
 ) -> SelfCheckResult:
     """Embed the references with ``encode(inputs, lengths)`` (the serving path) and judge them."""
+    if spec.self_check_min_cosine is None:
+        raise ValueError(f"model '{model}' has self_check_file but no self_check_min_cosine")
     vectors = encode(references.inputs, references.lengths)
     low, _ = min_cosine(references.vectors, vectors)
     return SelfCheckResult(
         model=model,
         min_cosine=low,
-        threshold=spec.min_cosine,
+        threshold=spec.self_check_min_cosine,
         precision=spec.precision,
         cpu=cpu or CpuFeatures.read(),
-        int8_target=spec.int8_target,
+        int8_target=Int8Target(spec.int8_target) if spec.int8_target else None,
         texts=len(references.vectors),
     )

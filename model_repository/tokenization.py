@@ -7,23 +7,21 @@ Pure functions over numpy so they are unit-tested without Triton. The Triton mod
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-
-class Truncate(str, Enum):
-    """Which end of an over-long text is cut (NONE: refuse it instead)."""
-
-    END = "END"
-    START = "START"
-    NONE = "NONE"
+from bge_model_repository.contract import DEFAULT_TRUNCATE, RowError, Truncate, over_limit
 
 
 class InputError(ValueError):
     """Input that the caller must fix; rendered as INVALID_ARGUMENT, never a crash."""
+
+    @classmethod
+    def in_row(cls, row: int, problem: str) -> InputError:
+        """About one text of the request, in the contract's row-error form (the gateway maps the row back)."""
+        return cls(RowError(row, problem).message())
 
 
 @dataclass(frozen=True)
@@ -37,16 +35,6 @@ class TokenBatch:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
-
-    def slice(self, start: int, stop: int, width: int | None = None) -> TokenBatch:
-        """Rows [start, stop), cut to `width` columns (all columns beyond it are padding)."""
-        width = self.input_ids.shape[1] if width is None else width
-        return TokenBatch(
-            self.input_ids[start:stop, :width],
-            self.attention_mask[start:stop, :width],
-            self.token_type_ids[start:stop, :width],
-            self.num_tokens[start:stop],
-        )
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
@@ -70,7 +58,7 @@ def decode_texts(raw: np.ndarray) -> list[str]:
         try:
             texts.append(bytes(item).decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InputError(f"text {i} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise InputError.in_row(i, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     return texts
 
 
@@ -82,7 +70,7 @@ def round_up(value: int, multiple: int) -> int:
 
 
 def encode(
-    tokenizer: Tokenizer, texts: list[str], max_length: int, truncate: Truncate = Truncate.END
+    tokenizer: Tokenizer, texts: list[str], max_length: int, truncate: Truncate = DEFAULT_TRUNCATE
 ) -> list[Encoding]:
     """Tokenize with special tokens, cut at `max_length` (special tokens included)."""
     if truncate is Truncate.NONE:
@@ -94,10 +82,7 @@ def encode(
     if truncate is Truncate.NONE:
         for i, enc in enumerate(encodings):
             if len(enc.ids) > max_length:
-                raise InputError(
-                    f"text {i} has {len(enc.ids)} tokens, over the model's limit of {max_length} "
-                    "(truncate=NONE; use END or START to cut it)"
-                )
+                raise InputError.in_row(i, over_limit(len(enc.ids), max_length))
     return encodings
 
 
@@ -127,7 +112,7 @@ def tokenize(
     tokenizer: Tokenizer,
     texts: list[str],
     max_length: int,
-    truncate: Truncate = Truncate.END,
+    truncate: Truncate = DEFAULT_TRUNCATE,
     pad_to_multiple_of: int = 1,
 ) -> TokenBatch:
     """encode + pad for one group of texts."""
@@ -139,7 +124,7 @@ def tokenize(
 def parse_truncate(value: object) -> Truncate:
     """Request parameter -> Truncate, with a message listing the accepted values."""
     if value is None or value == "":
-        return Truncate.END
+        return DEFAULT_TRUNCATE
     try:
         return Truncate(str(value).upper())
     except ValueError:

@@ -12,12 +12,8 @@ from support import export_model, loopback_server_options
 from bge_deploy.launcher import LauncherError, TritonServer
 from bge_export.triton_config import parse
 from bge_model_repository.cpu import CpuFeatures, Int8Target
-from bge_model_repository.self_check import (
-    SELF_CHECK_FILE,
-    References,
-    SelfCheckSpec,
-    run_self_check,
-)
+from bge_model_repository.parameters import SelfCheckParameters
+from bge_model_repository.self_check import SELF_CHECK_FILE, References, run_self_check
 
 NAME = "bge-checked"
 AVX2_BOX = CpuFeatures(machine="x86_64", flags=frozenset({"avx2", "fma"}))
@@ -79,8 +75,8 @@ def test_vnni_int8_on_an_avx2_cpu_names_the_fix() -> None:
         vectors=np.eye(2, 4, dtype=np.float32),
     )
     parameters = {"self_check_file": SELF_CHECK_FILE, "self_check_min_cosine": "0.99", "precision": "int8"}
-    spec = SelfCheckSpec.from_parameters({**parameters, "int8_target": "vnni"})
-    assert spec is not None and spec.int8_target is Int8Target.VNNI
+    spec = SelfCheckParameters.from_config({**parameters, "int8_target": "vnni"})
+    assert spec.int8_target == Int8Target.VNNI.value
     skewed = np.array([[3, 1, 0, 0], [0, 1, 0, 0]], dtype=np.float32)  # cosine 3 / sqrt(10) to [1, 0, 0, 0]
     result = run_self_check(lambda inputs, lengths: skewed, references, spec, "m-encoder", cpu=AVX2_BOX)
     assert not result.passed and result.min_cosine == pytest.approx(0.948683, abs=1e-6)
@@ -90,7 +86,7 @@ def test_vnni_int8_on_an_avx2_cpu_names_the_fix() -> None:
 
 
 def test_no_references_means_no_check() -> None:
-    assert SelfCheckSpec.from_parameters({"precision": "fp32"}) is None
+    assert SelfCheckParameters.from_config({"precision": "fp32"}).self_check_file is None
 
 
 def test_the_launchers_served_check_runs_the_references_through_triton(triton) -> None:
@@ -99,9 +95,9 @@ def test_the_launchers_served_check_runs_the_references_through_triton(triton) -
 
     encoder = f"{triton.model_name}-encoder"
     config = parse((triton.repository / encoder / "config.pbtxt").read_text())
-    spec = SelfCheckSpec.from_parameters({key: value.string_value for key, value in config.parameters.items()})
-    assert spec is not None
-    references = References.load(triton.repository / encoder / "1" / spec.file)
+    spec = SelfCheckParameters.from_config({key: value.string_value for key, value in config.parameters.items()})
+    assert spec.self_check_file is not None
+    references = References.load(triton.repository / encoder / "1" / spec.self_check_file)
     assert served_self_check(triton.http_url, encoder, references, spec).passed
     flipped = References(references.inputs, -references.vectors)
     failed = served_self_check(triton.http_url, encoder, flipped, spec)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from support import require_bge_assets
 
+from bge_model_repository.contract import Truncate
 from bge_model_repository.tokenization import (
     InputError,
-    Truncate,
     common_width,
     decode_texts,
     load_tokenizer,

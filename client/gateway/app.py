@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from bge_client.gateway.backend import TritonBackend
 from bge_client.gateway.errors import ErrorKind, GatewayError, from_http_status, render
+from bge_client.gateway.inference import Backend
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.middleware import (
     ApiKeyMiddleware,
@@ -23,8 +23,9 @@ from bge_client.gateway.middleware import (
     MetricsMiddleware,
 )
 from bge_client.gateway.routes import router
-from bge_client.gateway.service import Backend, EmbeddingService
+from bge_client.gateway.service import EmbeddingService
 from bge_client.gateway.settings import GatewaySettings
+from bge_client.gateway.triton_backend import TritonBackend
 
 log = logging.getLogger("bge_client.gateway")
 

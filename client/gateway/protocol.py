@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
-from bge_client.contract import DEFAULT_TRUNCATE, Truncate
+from bge_model_repository.contract import DEFAULT_TRUNCATE, Truncate
 
 MAX_TOKEN_ID = 2**31 - 1
 """Bound for token ids in the schema: keeps them in int64 (and int32) without an overflow."""
@@ -121,7 +121,8 @@ class EmbeddingRequest(OpenAIBaseModel):
     input_type: InputType | None = Field(
         None, description="`query` prepends the retrieval instruction; `passage` (or none) does not.")
     truncate: Truncate = Field(
-        DEFAULT_TRUNCATE, description="Over-long input: cut its END or START, or NONE to reject it.")
+        DEFAULT_TRUNCATE, strict=False,  # the enum's string values, as JSON has them
+        description="Over-long input: cut its END or START, or NONE to reject it.")
 
     def inputs(self) -> TextInputs | TokenInputs:
         """The request's input as one of the two internal shapes."""

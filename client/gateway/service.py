@@ -11,19 +11,19 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from bge_client.batching import Dedup, chunk_slices, gather_or_cancel
-from bge_client.contract import Truncate
 from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.inference import Backend, Deadline, ModelInfo
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
 from bge_client.gateway.settings import CancelMode, GatewaySettings
+from bge_model_repository.contract import RowError, Truncate, over_limit
 
 log = logging.getLogger("bge_client.gateway")
 
@@ -32,39 +32,16 @@ T = TypeVar("T")
 
 @dataclass
 class RequestScope:
-    """What follows one request into its chunk tasks: its deadline and the Triton calls it started.
+    """What follows one request into its chunk tasks: its deadline and the Triton calls it started."""
 
-    A context variable carries it (as gRPC and Go carry deadlines), so the `Backend` interface stays
-    the few calls it is.
-    """
-
-    deadline: float  # time.monotonic() by which the request must be answered
+    deadline: Deadline
     calls: set[asyncio.Future[Any]] = field(default_factory=set)
-
-
-_scope: ContextVar[RequestScope | None] = ContextVar("bge_gateway_request_scope", default=None)
-
-
-def time_left_s() -> float | None:
-    """Seconds left before the current request's deadline; None outside a request."""
-    scope = _scope.get()
-    return None if scope is None else scope.deadline - time.monotonic()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
     """Done-callback of a shielded call whose request has gone: its outcome has nobody left to tell."""
     if not task.cancelled():
         task.exception()
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the gateway reads from Triton's model configs once the model is ready."""
-
-    max_batch_size: int  # of the ensemble: rows per text request
-    encoder_max_batch_size: int  # rows per token-id request
-    dim: int  # native embedding size
-    server_version: str = ""  # Triton's, e.g. "2.51.0"
 
 
 SAFE_CANCELLATION_VERSION = (2, 53)
@@ -85,25 +62,6 @@ def cancellation_decision(mode: CancelMode, server_version: str) -> tuple[bool, 
                    "their calls finish instead")
 
 
-class Backend(Protocol):
-    """The few calls the service needs from an inference server."""
-
-    url: str
-
-    async def model_info(self) -> ModelInfo: ...
-
-    async def check_ready(self) -> None:
-        """Return if the model can serve, else raise GatewayError(UNAVAILABLE) saying why."""
-
-    async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [n, D] vectors and int [n] token counts."""
-
-    async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """float32 [n, D] vectors for token-id rows."""
-
-    async def close(self) -> None: ...
-
-
 @dataclass(frozen=True)
 class EmbeddingResult:
     """Vectors in input order and each input's real token count."""
@@ -116,9 +74,6 @@ class EmbeddingResult:
         return int(self.num_tokens.sum())
 
 
-_TEXT_INDEX = re.compile(r"\btext (\d+)\b")
-
-
 def truncate_token_ids(row: list[int], limit: int, truncate: Truncate, where: str) -> list[int]:
     """Apply the request's truncation to one token-id row (Triton's tokenizer does this for text)."""
     if len(row) <= limit:
@@ -127,12 +82,7 @@ def truncate_token_ids(row: list[int], limit: int, truncate: Truncate, where: st
         return row[:limit]
     if truncate == "START":
         return row[-limit:]
-    raise GatewayError(
-        ErrorKind.VALIDATION,
-        f"{where} has {len(row)} tokens, over the model's limit of {limit} "
-        "(truncate=NONE; use END or START to cut it)",
-        param="input",
-    )
+    raise GatewayError(ErrorKind.VALIDATION, f"{where} {over_limit(len(row), limit)}", param="input")
 
 
 def resolve_dimensions(requested: int | None, native: int, matryoshka: Sequence[int]) -> int:
@@ -220,12 +170,10 @@ class EmbeddingService:
                 f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly")
         self._in_flight += 1
         self.metrics.admitted.set(self._in_flight)
-        scope = RequestScope(deadline=time.monotonic() + self.settings.request_timeout_s)
-        token = _scope.set(scope)
+        scope = RequestScope(deadline=Deadline.after(self.settings.request_timeout_s))
         try:
-            return await self._embed(request)
+            return await self._embed(request, scope)
         finally:
-            _scope.reset(token)
             self._release(scope)
 
     def _release(self, scope: RequestScope) -> None:
@@ -253,7 +201,7 @@ class EmbeddingService:
         if self._leftovers:
             await asyncio.wait(set(self._leftovers), timeout=timeout_s)
 
-    async def _embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+    async def _embed(self, request: EmbeddingRequest, scope: RequestScope) -> EmbeddingResult:
         inputs = request.inputs()
         count = len(inputs.texts) if isinstance(inputs, TextInputs) else len(inputs.ids)
         if count > self.settings.max_inputs:
@@ -265,22 +213,22 @@ class EmbeddingService:
         if isinstance(inputs, TextInputs):
             texts = inputs.texts
             if request.input_type == "query":
-                texts = [self.settings.query_instruction + t for t in texts]
-            vectors, num_tokens = await self._embed_texts(texts, request.truncate, info.max_batch_size)
+                instruction = self.settings.query_instruction
+                texts = [(info.query_instruction if instruction is None else instruction) + t for t in texts]
+            vectors, num_tokens = await self._embed_texts(texts, request.truncate, info.max_batch_size, scope)
         else:
             if request.input_type == "query":
                 raise GatewayError(ErrorKind.VALIDATION,
                                    "input_type=query needs text input: the instruction cannot be added to "
                                    "token ids; prepend its tokens yourself", param="input_type")
-            limit = self.settings.max_input_tokens
-            rows = [truncate_token_ids(row, limit, request.truncate, f"input[{i}]")
+            rows = [truncate_token_ids(row, info.max_length, request.truncate, f"input[{i}]")
                     for i, row in enumerate(inputs.ids)]
-            vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size)
+            vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size, scope)
         self.metrics.texts.inc(count)
         self.metrics.tokens.inc(int(num_tokens.sum()))
         return EmbeddingResult(vectors=shorten(vectors, dim), num_tokens=num_tokens)
 
-    async def _timed(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _timed(self, call: Callable[[], Awaitable[T]], scope: RequestScope) -> T:
         """One Triton call, timed. Unless `cancel_calls` (`cancellation_decision`), it is shielded: a request
         that is cancelled (client gone, a sibling chunk failed) sends no further calls but lets this one finish
         at Triton."""
@@ -289,41 +237,38 @@ class EmbeddingService:
         task.add_done_callback(lambda _: self.metrics.triton_seconds.observe(time.perf_counter() - start))
         if self.cancel_calls:
             return await task
-        scope = _scope.get()
-        if scope is not None:
-            scope.calls.add(task)
+        scope.calls.add(task)
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _embed_texts(self, texts: list[str], truncate: Truncate,
-                           batch: int) -> tuple[np.ndarray, np.ndarray]:
+    async def _embed_texts(self, texts: list[str], truncate: Truncate, batch: int,
+                           scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
         dedup = Dedup.of(texts)
         parts = await gather_or_cancel(
-            [partial(self._text_chunk, dedup, s, truncate) for s in chunk_slices(len(dedup.unique), batch)],
+            [partial(self._text_chunk, dedup, s, truncate, scope) for s in chunk_slices(len(dedup.unique), batch)],
             self.settings.chunk_concurrency)
         vectors = np.concatenate([p[0] for p in parts])
         num_tokens = np.concatenate([p[1] for p in parts]).astype(np.int64)
         return dedup.expand(vectors), dedup.expand(num_tokens)
 
-    async def _text_chunk(self, dedup: Dedup[str], rows: slice,
-                          truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+    async def _text_chunk(self, dedup: Dedup[str], rows: slice, truncate: Truncate,
+                          scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
         """One Triton request; a bad text is reported by its index in the caller's input."""
         try:
-            return await self._timed(partial(self.backend.embed_texts, dedup.unique[rows], truncate))
+            return await self._timed(
+                partial(self.backend.embed_texts, dedup.unique[rows], truncate, scope.deadline), scope)
         except GatewayError as exc:
-            if exc.kind is not ErrorKind.VALIDATION:
+            row = RowError.find(exc.message) if exc.kind is ErrorKind.VALIDATION else None
+            if row is None:
                 raise
+            where = dedup.first_index(rows.start + row.row)
+            raise GatewayError(exc.kind, f"input[{where}] {row.problem}", param="input") from None
 
-            def original(match: re.Match[str]) -> str:
-                return f"input[{dedup.first_index(rows.start + int(match.group(1)))}]"
-
-            raise GatewayError(exc.kind, _TEXT_INDEX.sub(original, exc.message, count=1),
-                               param="input") from None
-
-    async def _embed_token_ids(self, rows: list[list[int]], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    async def _embed_token_ids(self, rows: list[list[int]], batch: int,
+                               scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
         dedup = Dedup.of([tuple(row) for row in rows])
         parts = await gather_or_cancel(
-            [partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s]))
+            [partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s], scope.deadline), scope)
              for s in chunk_slices(len(dedup.unique), batch)],
             self.settings.chunk_concurrency)
         num_tokens = np.array([len(row) for row in rows], dtype=np.int64)

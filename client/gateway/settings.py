@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bge_client.contract import DEFAULT_GRPC_URL, DEFAULT_MODEL, MAX_INPUT_TOKENS, QUERY_INSTRUCTION
+from bge_model_repository.contract import DEFAULT_GRPC_URL, DEFAULT_MODEL, GATEWAY_PORT
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -45,7 +45,7 @@ class GatewaySettings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="Name clients pass as `model`; defaults to model_name.")
     host: str = Field("0.0.0.0", description="Interface to bind; 127.0.0.1 keeps it off the network.")
-    port: int = Field(30000, ge=0, le=65535, description="HTTP port.")
+    port: int = Field(GATEWAY_PORT, ge=0, le=65535, description="HTTP port.")
     api_key: SecretStr | None = Field(
         None, description="If set, every route but /health needs `Authorization: Bearer <key>`.")
     max_body_bytes: int = Field(
@@ -71,10 +71,10 @@ class GatewaySettings(BaseSettings):
                     "auto: on when Triton reports version >= 2.53 (release 24.12, which fixed a SIGSEGV on "
                     "gRPC cancellations, triton-inference-server/server#7368), off for older ones such as "
                     "the nvidia-pytriton 0.7 wheel's 2.51. true/false force it.")
-    max_input_tokens: int = Field(
-        MAX_INPUT_TOKENS, gt=0, description="Token limit applied by the gateway to token-id input.")
-    query_instruction: str = Field(
-        QUERY_INSTRUCTION, description="Prepended to inputs sent with input_type=query.")
+    query_instruction: str | None = Field(
+        None, description="Prepended to inputs sent with input_type=query; unset: the served model's own (its "
+                          "export's --query-instruction, BGE's retrieval instruction by default). The token "
+                          "limit applied to token-id input is the model's too (its max_length).")
     matryoshka_dims: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
         description="Dimensions the model was trained to be cut to (e.g. 256,512); `dimensions` may "

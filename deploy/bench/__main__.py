@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bge_client.contract import DEFAULT_MODEL
 from bge_deploy.bench.baseline import BaselineResult, load_encoder, run_baseline
 from bge_deploy.bench.drivers import Driver, GatewayDriver, TritonDriver, check_targets, run_load, warm_up
 from bge_deploy.bench.measure import ratio, summarize
@@ -40,6 +39,7 @@ from bge_deploy.bench.random_model import WEIGHT_FILES
 from bge_deploy.bench.report import format_table, write_json, write_plot
 from bge_deploy.bench.server_stats import MetricsScraper, ServerStats
 from bge_deploy.bench.workload import LengthSpec, Workload, WorkloadError, build_workload, load_model_tokenizer
+from bge_model_repository.contract import DEFAULT_MODEL
 
 TARGETS = ("gateway", "triton")
 DEFAULT_DURATION_S = 10.0

@@ -19,9 +19,9 @@ import aiohttp
 import numpy as np
 import orjson
 
-from bge_client.contract import NUM_TOKENS, TEXT
 from bge_deploy.bench.measure import RunRecord
 from bge_deploy.bench.workload import Request
+from bge_model_repository.contract import NUM_TOKENS, TEXT
 
 REQUEST_TIMEOUT_S = 600.0
 """Deadline of one request: a stuck server ends up as errors, never as a hung benchmark. Generous, since

@@ -18,7 +18,7 @@ import re
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from bge_client.contract import ENCODER_SUFFIX
+from bge_model_repository.contract import ENCODER_SUFFIX
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')

@@ -20,12 +20,12 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from bge_deploy.bench.corpus import CORPUS
+from bge_model_repository.contract import TEXT
 from bge_model_repository.tokenization import load_tokenizer
 
 MAX_TOKENS = 512
 """BERT's position limit, [CLS] and [SEP] included (docs/CONTRACT.md)."""
 
-TEXT_INPUT = "text"
 """The ensemble's input tensor (docs/CONTRACT.md)."""
 
 
@@ -145,7 +145,7 @@ def load_model_tokenizer(model_dir: Path) -> Tokenizer:
     return load_tokenizer(Path(model_dir))
 
 
-def perf_analyzer_input(texts: Sequence[str], input_name: str = TEXT_INPUT) -> dict:
+def perf_analyzer_input(texts: Sequence[str], input_name: str = TEXT) -> dict:
     """perf_analyzer `--input-data`: one entry per text, shape [1] (one batch row); `-b N` takes N in a row."""
     return {"data": [{input_name: {"content": [text], "shape": [1]}} for text in texts]}
 

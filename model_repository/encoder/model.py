@@ -6,36 +6,39 @@ container runs the same ONNX file with the native onnxruntime backend instead.
 
 from __future__ import annotations
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from bge_model_repository.contract import EMBEDDING, ENCODER_INPUTS
 from bge_model_repository.encoder_runtime import (
-    ENCODER_INPUTS,
     CpuEngine,
     default_intra_op_threads,
     merge_rows,
     open_encoder,
     validate_inputs,
 )
-from bge_model_repository.params import ModelParams
-from bge_model_repository.self_check import References, SelfCheckError, SelfCheckSpec, run_self_check
+from bge_model_repository.model_args import ModelArgs
+from bge_model_repository.parameters import CpuEncoderParameters, SelfCheckParameters
+from bge_model_repository.self_check import References, SelfCheckError, run_self_check
 from bge_model_repository.tokenization import InputError
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        params = ModelParams(args)
+        model = ModelArgs(args)
+        params = model.parameters(CpuEncoderParameters)
         self.encoder = open_encoder(
-            CpuEngine(params.text("engine", CpuEngine.ONNXRUNTIME.value)),
-            params.path("onnx_file"),
-            params.integer("intra_op_threads", 0) or default_intra_op_threads(params.integer("instance_count", 1)),
-            spinning=bool(params.integer("intra_op_spinning", 0)),
+            CpuEngine(params.engine),
+            model.path(params.onnx_file),
+            params.intra_op_threads or default_intra_op_threads(params.instance_count),
+            spinning=params.intra_op_spinning,
         )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
-        self.max_length = params.integer("max_length")
-        self.vocab_size = params.integer("vocab_size")
-        self.max_batch = max(params.max_batch_size, 1)
-        self.max_tokens = params.integer("max_batch_tokens")
-        self.pad_to_multiple_of = params.integer("pad_to_multiple_of", 8)
+        self.max_length = params.max_length
+        self.vocab_size = params.vocab_size
+        self.max_batch = max(model.max_batch_size, 1)
+        self.max_tokens = params.max_batch_tokens
+        self.pad_to_multiple_of = params.pad_to_multiple_of
         family = pb_utils.MetricFamily(
             name="bge_encoder_tokens_total",
             description="Tokens through the encoder: real (attention_mask=1) and computed (padding included)",
@@ -46,27 +49,27 @@ class TritonPythonModel:
             description="Encoder texts and engine sub-batch runs (mean batch = texts / runs)",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        labels = {"model": params.name}
+        labels = {"model": model.name}
         self.metric_real = family.Metric(labels={**labels, "kind": "real"})
         self.metric_padded = family.Metric(labels={**labels, "kind": "computed"})
         self.metric_texts = runs.Metric(labels={**labels, "kind": "texts"})
         self.metric_runs = runs.Metric(labels={**labels, "kind": "runs"})
         self._families = (family, runs)  # families must outlive their metrics
-        self._self_check(params)
+        self._self_check(model)
 
-    def _self_check(self, params: ModelParams) -> None:
+    def _self_check(self, model: ModelArgs) -> None:
         """Re-embed the export's references with this engine on this CPU; below the gate, refuse to load."""
-        spec = SelfCheckSpec.from_parameters(params.values)
-        if spec is None:
-            pb_utils.Logger.log_warn(f"'{params.name}': no stored references (exported with --no-parity): unchecked")
+        spec = model.parameters(SelfCheckParameters)
+        if spec.self_check_file is None:
+            pb_utils.Logger.log_warn(f"'{model.name}': no stored references (exported with --no-parity): unchecked")
             return
         result = run_self_check(
             lambda inputs, lengths: self.encoder.encode(
                 inputs, lengths, self.max_batch, self.max_tokens, self.pad_to_multiple_of
             )[0],
-            References.load(params.version_dir / spec.file),
+            References.load(model.path(spec.self_check_file)),
             spec,
-            params.name,
+            model.name,
         )
         if not result.passed:
             pb_utils.Logger.log_error(result.line())
@@ -76,11 +79,12 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         good: list[int] = []
         feeds: list[dict] = []
+        lengths: list = []
         responses: list = [None] * len(requests)
         for i, request in enumerate(requests):
             try:
                 feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-                validate_inputs(feed, self.max_length, self.vocab_size)
+                lengths.append(validate_inputs(feed, self.max_length, self.vocab_size))
             except (InputError, AttributeError) as exc:
                 message = str(exc) if isinstance(exc, InputError) else f"missing input: {exc}"
                 error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
@@ -90,9 +94,8 @@ class TritonPythonModel:
             feeds.append(feed)
         if feeds:
             merged, counts = merge_rows(feeds)
-            lengths = merged["attention_mask"].sum(axis=1)
             vectors, stats = self.encoder.encode(
-                merged, lengths, self.max_batch, self.max_tokens, self.pad_to_multiple_of
+                merged, np.concatenate(lengths), self.max_batch, self.max_tokens, self.pad_to_multiple_of
             )
             self.metric_real.increment(stats.real_tokens)
             self.metric_padded.increment(stats.padded_tokens)
@@ -100,7 +103,7 @@ class TritonPythonModel:
             self.metric_runs.increment(stats.batches)
             row = 0
             for i, count in zip(good, counts, strict=True):
-                out = pb_utils.Tensor("embedding", vectors[row : row + count])
+                out = pb_utils.Tensor(EMBEDDING, vectors[row : row + count])
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
                 row += count
         return responses

@@ -10,7 +10,16 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from bge_model_repository.params import ModelParams
+from bge_model_repository.contract import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    NUM_TOKENS,
+    TEXT,
+    TOKEN_TYPE_IDS,
+    TRUNCATE_PARAMETER,
+)
+from bge_model_repository.model_args import ModelArgs
+from bge_model_repository.parameters import TokenizerParameters
 from bge_model_repository.tokenization import (
     InputError,
     common_width,
@@ -24,10 +33,11 @@ from bge_model_repository.tokenization import (
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        params = ModelParams(args)
-        self.tokenizer = load_tokenizer(params.path("tokenizer_dir"))
-        self.max_length = params.integer("max_length")
-        self.pad_to_multiple_of = params.integer("pad_to_multiple_of", 1)
+        model = ModelArgs(args)
+        params = model.parameters(TokenizerParameters)
+        self.tokenizer = load_tokenizer(model.path(params.tokenizer_dir))
+        self.max_length = params.max_length
+        self.pad_to_multiple_of = params.pad_to_multiple_of
 
     def execute(self, requests: list) -> list:
         # Each request is tokenized on its own so a bad one fails alone; all good ones are
@@ -35,8 +45,8 @@ class TritonPythonModel:
         encoded: list = []
         for request in requests:
             try:
-                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "text").as_numpy())
-                truncate = parse_truncate(json.loads(request.parameters() or "{}").get("truncate"))
+                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, TEXT).as_numpy())
+                truncate = parse_truncate(json.loads(request.parameters() or "{}").get(TRUNCATE_PARAMETER))
                 encoded.append(encode(self.tokenizer, texts, self.max_length, truncate))
             except InputError as exc:
                 encoded.append(exc)
@@ -52,10 +62,10 @@ class TritonPythonModel:
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[
-                        pb_utils.Tensor("input_ids", batch.input_ids),
-                        pb_utils.Tensor("attention_mask", batch.attention_mask),
-                        pb_utils.Tensor("token_type_ids", batch.token_type_ids),
-                        pb_utils.Tensor("num_tokens", batch.num_tokens.astype(np.int32)),
+                        pb_utils.Tensor(INPUT_IDS, batch.input_ids),
+                        pb_utils.Tensor(ATTENTION_MASK, batch.attention_mask),
+                        pb_utils.Tensor(TOKEN_TYPE_IDS, batch.token_type_ids),
+                        pb_utils.Tensor(NUM_TOKENS, batch.num_tokens.astype(np.int32)),
                     ]
                 )
             )

@@ -12,7 +12,7 @@ from client_support import closed_port
 from support import TritonHandle as TritonLike
 
 from bge_client.cli import main
-from bge_client.contract import QUERY_INSTRUCTION
+from bge_model_repository.contract import QUERY_INSTRUCTION
 
 
 def test_module_entry_point_embeds_arguments(triton: TritonLike) -> None:

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from bge_client import AsyncEmbeddingClient, EmbeddingClient, RetryPolicy
 from bge_client.client import is_retryable
-from bge_client.contract import read_model_facts
+from bge_client.model_config import read_model_facts
 
 TEXTS = ["今天天气怎么样", "我喜欢看电影", "他热爱运动", "这部电影非常精彩"]
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bge_client.contract import Truncate
 from bge_client.gateway.errors import GatewayError
-from bge_client.gateway.service import ModelInfo
+from bge_client.gateway.inference import Deadline, ModelInfo
+from bge_model_repository.contract import MAX_INPUT_TOKENS, QUERY_INSTRUCTION, Truncate
 
 DIM = 8
 
@@ -31,7 +31,14 @@ class FakeBackend:
     def __init__(
         self, max_batch_size: int = 4, fail: GatewayError | None = None, hold: asyncio.Event | None = None
     ) -> None:
-        self.info = ModelInfo(max_batch_size=max_batch_size, encoder_max_batch_size=max_batch_size, dim=DIM)
+        self.info = ModelInfo(
+            max_batch_size=max_batch_size,
+            encoder_max_batch_size=max_batch_size,
+            dim=DIM,
+            max_length=MAX_INPUT_TOKENS,
+            query_instruction=QUERY_INSTRUCTION,
+        )
+        self.deadlines: list[Deadline] = []
         self.fail = fail
         self.hold = hold
         self.text_calls: list[tuple[list[str], Truncate]] = []
@@ -46,16 +53,20 @@ class FakeBackend:
         if self.fail is not None:
             raise self.fail
 
-    async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+    async def embed_texts(
+        self, texts: Sequence[str], truncate: Truncate, deadline: Deadline
+    ) -> tuple[np.ndarray, np.ndarray]:
         self.text_calls.append((list(texts), truncate))
+        self.deadlines.append(deadline)
         if self.hold is not None:
             await self.hold.wait()
         if self.fail is not None:
             raise self.fail
         return np.stack([vector_for(t) for t in texts]), np.array([len(t) + 2 for t in texts], dtype=np.int32)
 
-    async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    async def embed_token_ids(self, ids: Sequence[Sequence[int]], deadline: Deadline) -> np.ndarray:
         self.token_calls.append([list(row) for row in ids])
+        self.deadlines.append(deadline)
         return np.stack([vector_for(str(list(row))) for row in ids])
 
     async def close(self) -> None:

@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from bge_client.gateway.app import validation_message
-from bge_client.gateway.backend import classify_triton_error
 from bge_client.gateway.errors import ERROR_TABLE, ErrorKind, GatewayError, from_http_status, render
+from bge_client.gateway.triton_backend import classify_triton_error
 
 
 def test_every_kind_has_one_row() -> None:

@@ -43,7 +43,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, str | None]:
         ({"model": SERVED_NAME, "input": "x", "encoding_format": "int8"}, "'float' or 'base64'", "encoding_format"),
         ({"model": SERVED_NAME, "input": "x", "dimensions": 7}, "dimensions=7 is not supported", "dimensions"),
         ({"model": SERVED_NAME, "input": "x", "dimensions": "64"}, "valid integer", "dimensions"),
-        ({"model": SERVED_NAME, "input": "x", "truncate": "MIDDLE"}, "'NONE', 'START' or 'END'", "truncate"),
+        ({"model": SERVED_NAME, "input": "x", "truncate": "MIDDLE"}, "'END', 'START' or 'NONE'", "truncate"),
         ({"model": SERVED_NAME, "input": [5, 999999]}, "token ids must be in", "input"),
         ({"model": SERVED_NAME, "input": [101, 102], "input_type": "query"}, "needs text input", "input_type"),
     ],

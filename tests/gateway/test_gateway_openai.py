@@ -12,7 +12,7 @@ from gateway_process import SERVED_NAME, Gateway
 from support import TritonHandle as TritonLike
 
 from bge_client import EmbeddingClient
-from bge_client.contract import QUERY_INSTRUCTION
+from bge_model_repository.contract import QUERY_INSTRUCTION
 
 WEATHER_IDS = [101, 791, 1921, 1921, 3698, 2582, 720, 3416, 102]  # 今天天气怎么样, per ../shared/models
 

@@ -9,6 +9,7 @@ import pytest
 from fake_backend import DIM, FakeBackend, vector_for
 
 from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.inference import Deadline
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest
 from bge_client.gateway.service import EmbeddingService, resolve_dimensions, shorten, truncate_token_ids
@@ -134,10 +135,10 @@ def test_a_bad_text_is_named_by_its_index_in_the_callers_input() -> None:
     backend = FakeBackend(max_batch_size=2)
     svc = service(backend)
 
-    async def failing(texts: list[str], truncate: str) -> tuple[np.ndarray, np.ndarray]:
+    async def failing(texts: list[str], truncate: str, deadline: Deadline) -> tuple[np.ndarray, np.ndarray]:
         if "long" in texts:
             raise GatewayError(ErrorKind.VALIDATION, f"text {texts.index('long')} has 600 tokens", param="input")
-        return await FakeBackend.embed_texts(backend, texts, truncate)  # type: ignore[arg-type]
+        return await FakeBackend.embed_texts(backend, texts, truncate, deadline)  # type: ignore[arg-type]
 
     backend.embed_texts = failing  # type: ignore[method-assign]
     with pytest.raises(GatewayError) as info:
@@ -151,3 +152,20 @@ def test_health_reports_the_model_or_why_not() -> None:
     down = FakeBackend(fail=GatewayError(ErrorKind.UNAVAILABLE, "Triton at x is unavailable"))
     with pytest.raises(GatewayError, match="unavailable"):
         asyncio.run(service(down).health())
+
+
+def test_queries_get_the_served_models_instruction_unless_the_gateway_overrides_it() -> None:
+    backend = FakeBackend()
+    asyncio.run(service(backend).embed(request(input=["天气"], input_type="query")))
+    asyncio.run(service(backend, query_instruction="Q:").embed(request(input=["天气"], input_type="query")))
+    assert [texts for texts, _ in backend.text_calls] == [[backend.info.query_instruction + "天气"], ["Q:天气"]]
+
+
+def test_every_triton_call_carries_the_requests_deadline() -> None:
+    backend = FakeBackend(max_batch_size=2)
+    svc = service(backend, request_timeout_s=7.0)
+    asyncio.run(svc.embed(request(input=["a", "b", "c", "d", "e"])))
+    asyncio.run(svc.embed(request(input=[[101, 5, 102]] * 3)))
+    first, second = backend.deadlines[:3], backend.deadlines[3:]
+    assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] != second[0]
+    assert 0 < first[0].left_s() <= 7.0

@@ -23,7 +23,7 @@ def test_defaults_serve_the_issue_snippets() -> None:
     assert (settings.triton_url, settings.model_name, settings.port) == ("localhost:8001", "bge-large-zh-v1.5", 30000)
     assert (settings.host, settings.max_inputs, settings.api_key) == ("0.0.0.0", 2048, None)
     assert settings.public_model_name == "bge-large-zh-v1.5"
-    assert settings.query_instruction == "为这个句子生成表示以用于检索相关文章："
+    assert settings.query_instruction is None  # the served model's own (its export wrote BGE's instruction)
 
 
 def test_env_vars_use_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

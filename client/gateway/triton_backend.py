@@ -15,18 +15,18 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from bge_client.batching import pad_token_ids, text_array
-from bge_client.contract import (
+from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.inference import Deadline, ModelInfo
+from bge_client.model_config import read_model_facts
+from bge_model_repository.contract import (
     EMBEDDING,
-    ENCODER_SUFFIX,
     NUM_TOKENS,
     TEXT,
     TRUNCATE_PARAMETER,
     Truncate,
+    encoder_model,
     is_queue_full,
-    read_model_facts,
 )
-from bge_client.gateway.errors import ErrorKind, GatewayError
-from bge_client.gateway.service import ModelInfo, time_left_s
 
 CONTROL_TIMEOUT_S = 5.0
 """Deadline of readiness and config calls: short, so /health answers while Triton is stuck."""
@@ -78,14 +78,14 @@ def classify_triton_error(status: str, message: str) -> ErrorKind:
 class TritonBackend:
     """`Backend` for a Triton ensemble `model` and its `model-encoder`.
 
-    Each inference call's gRPC deadline is the time its request has left (`time_left_s`), so Triton
+    Each inference call's gRPC deadline is the time its request has left (its `Deadline`), so Triton
     sees the gateway's request timeout and drops work whose caller has given up.
     """
 
     def __init__(self, url: str, model: str, timeout_s: float) -> None:
         self.url = url
         self.model = model
-        self.encoder = model + ENCODER_SUFFIX
+        self.encoder = encoder_model(model)
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
@@ -107,11 +107,9 @@ class TritonBackend:
     def _timeout(self, doing: str) -> GatewayError:
         return GatewayError(ErrorKind.TIMEOUT, f"Triton did not answer within {self.timeout_s:g} s while {doing}")
 
-    def _deadline_s(self, doing: str) -> float:
-        """gRPC deadline of an inference call: what its request has left (all of it outside a request)."""
-        left = time_left_s()
-        if left is None:
-            return self.timeout_s
+    def _deadline_s(self, doing: str, deadline: Deadline) -> float:
+        """gRPC deadline of an inference call: what its request has left."""
+        left = deadline.left_s()
         if left <= 0:
             raise self._timeout(doing)
         return left
@@ -147,7 +145,9 @@ class TritonBackend:
             raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the "
                                                       f"contract: {exc}") from None
         return ModelInfo(max_batch_size=ensemble.max_batch_size, encoder_max_batch_size=encoder.max_batch_size,
-                         dim=ensemble.dim, server_version=await self._server_version())
+                         dim=ensemble.dim, max_length=ensemble.parameters.max_length,
+                         query_instruction=ensemble.parameters.query_instruction,
+                         server_version=await self._server_version())
 
     async def _server_version(self) -> str:
         try:
@@ -156,7 +156,8 @@ class TritonBackend:
             raise self._error(exc, "reading Triton's version") from None
         return str(metadata.version)
 
-    async def embed_texts(self, texts: Sequence[str], truncate: Truncate) -> tuple[np.ndarray, np.ndarray]:
+    async def embed_texts(self, texts: Sequence[str], truncate: Truncate,
+                          deadline: Deadline) -> tuple[np.ndarray, np.ndarray]:
         data = text_array(texts)
         tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
@@ -164,13 +165,13 @@ class TritonBackend:
         doing = f"embedding {len(texts)} texts"
         try:
             result = await self._client.infer(self.model, [tensor], outputs=outputs,
-                                              parameters={TRUNCATE_PARAMETER: truncate},
-                                              client_timeout=self._deadline_s(doing))
+                                              parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
+                                              client_timeout=self._deadline_s(doing, deadline))
         except InferenceServerException as exc:
             raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
 
-    async def embed_token_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    async def embed_token_ids(self, ids: Sequence[Sequence[int]], deadline: Deadline) -> np.ndarray:
         tensors = []
         for name, array in pad_token_ids(ids).items():
             tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
@@ -180,7 +181,7 @@ class TritonBackend:
         try:
             result = await self._client.infer(self.encoder, tensors,
                                               outputs=[grpcclient.InferRequestedOutput(EMBEDDING)],
-                                              client_timeout=self._deadline_s(doing))
+                                              client_timeout=self._deadline_s(doing, deadline))
         except InferenceServerException as exc:
             raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING)
