@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
@@ -13,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from bge_client.client import EmbeddingClient
 from bge_model_repository.contract import DEFAULT_MODEL, QUERY_INSTRUCTION, Truncate
+from bge_model_repository.logs import configure_logging
 
 READ_BATCH = 256
 """Lines read from stdin before a request: big enough to fill batches, small enough to stream."""
@@ -52,6 +54,7 @@ def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 server/connection error)."""
     args = build_parser().parse_args(argv)
+    configure_logging()
     out = stdout or sys.stdout
     source = args.texts or _stdin_texts(stdin or sys.stdin)
     prefix = QUERY_INSTRUCTION if args.query else ""
@@ -68,6 +71,6 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout:
                     index += 1
                 out.flush()
     except (InferenceServerException, OSError) as exc:
-        print(f"bge-embed: error: {exc}", file=sys.stderr)
+        logging.getLogger("bge-embed").error("error: %s", exc)
         return 1
     return 0

@@ -12,6 +12,7 @@ from pydantic_settings import CliApp
 
 from bge_export.parity import ParityError
 from bge_export.settings import ExportSettings
+from bge_model_repository.logs import configure_logging
 
 
 def _quiet_libraries() -> None:
@@ -22,18 +23,8 @@ def _quiet_libraries() -> None:
     warnings.simplefilter("ignore")  # tracer and deprecation chatter; failures still raise
 
 
-def _log_setup() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("bge-export: %(message)s"))
-    ours = logging.getLogger("bge_export")
-    ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
-    logging.basicConfig(level=logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _log_setup()
+    configure_logging()
     _quiet_libraries()
     settings = CliApp.run(ExportSettings, cli_args=list(sys.argv[1:] if argv is None else argv))
     from bge_export.pipeline import run_export
@@ -41,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_export(settings)
     except ParityError as exc:
-        logging.getLogger("bge_export").error("%s", exc)
+        logging.getLogger("bge-export").error("%s", exc)
         return 3
     except (FileNotFoundError, ValueError) as exc:
-        logging.getLogger("bge_export").error("%s", exc)
+        logging.getLogger("bge-export").error("%s", exc)
         return 2
     return 0
 

@@ -33,7 +33,7 @@ from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
 from bge_model_repository.self_check import References
 
-log = logging.getLogger("bge_export")
+log = logging.getLogger("bge-export")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ separate step (a Kubernetes Job before Triton starts), never at export time on a
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,10 @@ from pathlib import Path
 
 from bge_export.triton_config import ENCODER_ONNX, ENCODER_PLAN, parse
 from bge_model_repository.contract import DEFAULT_MODEL, DEFAULT_REPOSITORY, encoder_model, tokenizer_model
+from bge_model_repository.logs import configure_logging
 from bge_model_repository.parameters import TokenizerParameters
+
+log = logging.getLogger("bge-build-engine")
 
 
 class EngineBuildError(RuntimeError):
@@ -95,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=DEFAULT_MODEL)
     parser.add_argument("--workspace-gib", type=int, default=4)
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         plan = build_for_repository(args.repository, args.name, args.workspace_gib)
     except (EngineBuildError, FileNotFoundError) as exc:
-        print(f"bge-build-engine: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
-    print(f"bge-build-engine: wrote {plan} ({plan.stat().st_size / 2**20:.0f} MiB)")
+    log.info("wrote %s (%.0f MiB)", plan, plan.stat().st_size / 2**20)
     return 0
 
 

@@ -70,7 +70,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[TritonHandle]:
-    from bge_deploy.launcher import TritonServer
+    from bge_deploy.serving.triton import TritonServer
 
     root = tmp_path_factory.mktemp("serving")
     repository = root / "model_repository"

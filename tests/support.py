@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from bge_deploy.launcher import ServerOptions
+    from bge_deploy.serving.triton import ServerOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BGE_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -29,31 +26,6 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bge_triton_command(repository: Path, ports: tuple[int, int, int], *flags: str) -> list[str]:
-    """``bge-triton`` serving ``repository`` on loopback (HTTP, gRPC, metrics ports): the tests' one command line."""
-    http, grpc, metrics = ports
-    return [
-        "bge-triton",
-        "--model-repository",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-        *flags,
-    ]
-
-
 def require_bge_assets() -> Path:
     if not (BGE_ASSETS / "tokenizer.json").is_file():
         pytest.skip(f"needs the bge-large-zh-v1.5 tokenizer/config from ../shared/models (not found at {BGE_ASSETS})")
@@ -61,21 +33,10 @@ def require_bge_assets() -> Path:
 
 
 def build_random_bert(assets: Path, out: Path, **shape: int) -> Path:
-    """Random weights of a given shape + the real tokenizer and sentence-transformers files."""
-    import torch
-    from transformers import BertConfig, BertModel
+    """Random weights of a given shape + the real tokenizer and sentence-transformers files (seed 0)."""
+    from bge_deploy.bench.random_model import build_random_model
 
-    torch.manual_seed(0)
-    config = BertConfig.from_pretrained(str(assets), **shape)
-    BertModel(config).save_pretrained(str(out))
-    for item in assets.iterdir():
-        if item.name != "config.json":
-            (shutil.copytree if item.is_dir() else shutil.copy)(item, out / item.name)
-    pooling = out / "1_Pooling" / "config.json"
-    cfg = json.loads(pooling.read_text())
-    cfg["word_embedding_dimension"] = config.hidden_size
-    pooling.write_text(json.dumps(cfg))
-    return out
+    return build_random_model(assets, out, seed=0, **shape)
 
 
 @dataclass
@@ -136,7 +97,8 @@ def export_model(source: Path, repository: Path, workdir: Path, name: str, **ove
 
 def loopback_server_options(repository: Path) -> ServerOptions:
     """A test tritonserver: free loopback ports, a short drain."""
-    from bge_deploy.launcher import ServerOptions
+    from bge_deploy.serving.process import free_port
+    from bge_deploy.serving.triton import ServerOptions
 
     return ServerOptions(
         model_repository=repository,

@@ -84,7 +84,7 @@ def test_openvino_refuses_what_it_cannot_serve(tmp_path: Path, minilm_dir: Path,
 
 @pytest.fixture(scope="module")
 def onnxruntime_triton(onnxruntime_export: Path) -> Iterator[str]:
-    from bge_deploy.launcher import TritonServer
+    from bge_deploy.serving.triton import TritonServer
 
     options = loopback_server_options(onnxruntime_export)
     with TritonServer(options) as server:

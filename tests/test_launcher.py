@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,19 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import bge_triton_command, free_port
 
-from bge_deploy.launcher import (
-    TRITON_HOME_ENV,
-    LauncherError,
-    ServerOptions,
-    SystemTriton,
-    TritonDistribution,
-    TritonServer,
-    find_triton,
-    options_from_args,
-    parse_args,
-)
+from bge_deploy.serving.install import TRITON_HOME_ENV, LauncherError, SystemTriton, TritonDistribution, find_triton
+from bge_deploy.serving.launched import LaunchedTriton
+from bge_deploy.serving.launcher import TritonSettings
+from bge_deploy.serving.triton import ServerOptions, TritonServer
 
 ADMIN_KEY = "s3cret"
 
@@ -48,44 +38,43 @@ def _status(url: str, method: str = "GET", headers: dict[str, str] | None = None
 class Launched:
     """A running ``bge-triton`` and what it printed up to "ready"."""
 
-    proc: subprocess.Popen[str]
-    http_port: int
-    grpc_port: int
+    server: LaunchedTriton
     output: str
 
     @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.server.popen is not None
+        return self.server.popen
+
+    @property
+    def http_port(self) -> int:
+        return self.server.http_port
+
+    @property
+    def grpc_port(self) -> int:
+        return self.server.grpc_port
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return self.server.http_url
 
     def stop(self) -> str:
         """SIGTERM, as the kubelet sends it; the rest of the output."""
-        self.proc.send_signal(signal.SIGTERM)
-        rest, _ = self.proc.communicate(timeout=30)
-        return rest
+        seen = len(self.server.lines)
+        self.server.stop(30)
+        return "\n".join(line for _, line in self.server.lines[seen:])
 
 
 @contextmanager
 def launched(repository: Path, **env: str) -> Iterator[Launched]:
     """``bge-triton`` serving ``repository`` on free loopback ports, with a minimal environment plus ``env``."""
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = bge_triton_command(repository, (http, grpc, metrics), "--exit-timeout", "5")
     full_env = {"BGE_TRITON_ADMIN_KEY": ADMIN_KEY, "PATH": os.environ["PATH"], **env}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    server = LaunchedTriton(repository, "--exit-timeout", "5", env=full_env).start()
     try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.strip())
-            if "ready - HTTP" in line:
-                break
-        yield Launched(proc, http, grpc, "\n".join(lines))
+        server.wait_ready(120)
+        yield Launched(server, server.log())
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        server.kill()
 
 
 def test_launcher_reports_models_restricts_admin_and_stops_cleanly(triton) -> None:
@@ -124,7 +113,9 @@ def test_launcher_serves_from_a_system_install(triton, tmp_path: Path) -> None:
     wheel.backend_directory(home / "backends")  # backends/python/{libtriton_python.so, utils, stub}
     model = triton.minilm.name
     with launched(triton.repository, **{TRITON_HOME_ENV: str(home), "LD_LIBRARY_PATH": str(wheel.libs)}) as server:
-        assert f"using tritonserver {home}/bin/tritonserver (system install, {TRITON_HOME_ENV})" in server.output
+        assert (
+            f"using tritonserver {home}/bin/tritonserver (system install, --home / {TRITON_HOME_ENV})" in server.output
+        )
         assert f"model '{model}' loaded and ready" in server.output, server.output
         body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["你好，世界"]}]}
         request = urllib.request.Request(f"{server.base}/v2/models/{model}/infer", data=json.dumps(body).encode())
@@ -148,7 +139,7 @@ def _fake_install(home: Path) -> Path:
 def test_find_triton_prefers_the_flag_then_the_env_then_opt(tmp_path: Path) -> None:
     flag, env, opt = (_fake_install(tmp_path / name) for name in ("flag", "env", "opt"))
     environ = {TRITON_HOME_ENV: str(env)}
-    assert find_triton(flag, environ, system_home=opt) == SystemTriton(flag, "--triton-home")
+    assert find_triton(flag, environ, system_home=opt) == SystemTriton(flag, f"--home / {TRITON_HOME_ENV}")
     assert find_triton(None, environ, system_home=opt) == SystemTriton(env, TRITON_HOME_ENV)
     assert find_triton(None, {}, system_home=opt) == SystemTriton(opt, f"found at {opt}")
 
@@ -168,7 +159,7 @@ def test_a_named_install_must_be_complete(tmp_path: Path, missing: str) -> None:
     (home / missing).rename(tmp_path / "elsewhere")
     with pytest.raises(LauncherError, match=f"no Triton install at {home}"):
         find_triton(None, {TRITON_HOME_ENV: str(home)}, system_home=tmp_path / "none")
-    with pytest.raises(LauncherError, match=r"--triton-home"):
+    with pytest.raises(LauncherError, match=r"--home"):
         find_triton(home, {}, system_home=tmp_path / "none")
 
 
@@ -185,16 +176,19 @@ def test_a_system_install_runs_with_its_own_backends_and_library_path(tmp_path: 
     assert env.get("LD_LIBRARY_PATH", "") == os.environ.get("LD_LIBRARY_PATH", "")
 
 
-def test_triton_home_flag_maps_onto_options(tmp_path: Path) -> None:
-    assert options_from_args(parse_args(["--triton-home", str(tmp_path)])).triton_home == tmp_path
-    assert options_from_args(parse_args([])).triton_home is None
+def test_triton_home_flag_maps_onto_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(TRITON_HOME_ENV, raising=False)
+    assert TritonSettings.from_cli(["--home", str(tmp_path)]).server_options().triton_home == tmp_path
+    assert TritonSettings.from_cli([]).server_options().triton_home is None
+    monkeypatch.setenv(TRITON_HOME_ENV, str(tmp_path))  # the same setting, as a variable
+    assert TritonSettings.from_cli([]).server_options().triton_home == tmp_path
 
 
 def test_launcher_refuses_a_missing_triton_home(tmp_path: Path) -> None:
     (tmp_path / "m" / "model").mkdir(parents=True)
     (tmp_path / "m" / "model" / "config.pbtxt").write_text("")
     result = subprocess.run(
-        ["bge-triton", "--model-repository", str(tmp_path / "m"), "--triton-home", str(tmp_path / "nowhere")],
+        ["bge-triton", "--model-repository", str(tmp_path / "m"), "--home", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
         timeout=30,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from support import export_model, loopback_server_options
 
-from bge_deploy.launcher import LauncherError, TritonServer
+from bge_deploy.serving.install import LauncherError
+from bge_deploy.serving.triton import TritonServer
 from bge_export.triton_config import parse
 from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.parameters import SelfCheckParameters
@@ -91,7 +92,7 @@ def test_no_references_means_no_check() -> None:
 
 def test_the_launchers_served_check_runs_the_references_through_triton(triton) -> None:
     """What bge-triton does for the native GPU platforms, run here against the served CPU encoder over HTTP."""
-    from bge_deploy.served_check import check_native_encoders, served_self_check
+    from bge_deploy.serving.self_check import check_native_encoders, served_self_check
 
     encoder = f"{triton.model_name}-encoder"
     config = parse((triton.repository / encoder / "config.pbtxt").read_text())

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import openai
-from support import free_port
+from pydantic_settings import CliApp
+
+from bge_deploy.serving.process import free_port
 
 
 def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path) -> None:
@@ -60,3 +62,27 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
             proc.communicate()
     assert proc.returncode == 0, rest
     assert "stopping the gateway, then Triton" in rest and "tritonserver stopped" in rest
+
+
+def test_serve_flags_reach_the_export_as_its_own_flags(monkeypatch) -> None:
+    """bge-serve's export choices become bge-export flags (read by the export's own settings model), and a
+    BGE_SERVE_* variable works like the flag; nothing travels as a variable into the export process."""
+    from bge_deploy.serving.stack import ServeSettings
+    from bge_export.settings import ExportSettings
+
+    monkeypatch.setenv("BGE_SERVE_INT8_TARGET", "avx2")
+    serve = ServeSettings.from_cli(
+        ["--model", "/m/bge-small-zh-v1.5", "--precision", "int8", "--cpu-engine", "onnxruntime"]
+    )
+    command = serve.export_command()
+    assert command[1:3] == ["-m", "bge_export"]
+    export = CliApp.run(ExportSettings, cli_args=command[3:])
+    assert (export.model, export.name, export.output) == ("/m/bge-small-zh-v1.5", "bge-small-zh-v1.5", serve.repository)
+    assert (export.precision.value, export.cpu_engine.value, export.int8_target.value) == (
+        "int8",
+        "onnxruntime",
+        "avx2",
+    )
+    monkeypatch.delenv("BGE_SERVE_INT8_TARGET")
+    defaults = CliApp.run(ExportSettings, cli_args=ServeSettings.from_cli([]).export_command()[3:])
+    assert defaults.cpu_engine is None and defaults.int8_target is None  # the export decides, as bge-export alone

@@ -10,16 +10,16 @@ from pydantic_settings import CliApp
 
 from bge_client.gateway.app import create_app
 from bge_client.gateway.settings import GatewaySettings
+from bge_model_repository.logs import configure_logging
 
-log = logging.getLogger("bge_client.gateway")
+log = logging.getLogger("bge-gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags (over `BGE_GATEWAY_*` env vars), say what will be served, and serve it."""
     settings = CliApp.run(GatewaySettings, cli_args=list(argv) if argv is not None else None)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info("bge-gateway: serving model '%s' from Triton model '%s' at %s (gRPC)",
+    configure_logging(settings.log_level)
+    log.info("serving model '%s' from Triton model '%s' at %s (gRPC)",
              settings.public_model_name, settings.model_name, settings.triton_url)
     log.info("listening on http://%s:%d (OpenAI API under /v1, health at /health, metrics at /metrics)",
              settings.host, settings.port)

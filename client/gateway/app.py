@@ -27,7 +27,7 @@ from bge_client.gateway.service import EmbeddingService
 from bge_client.gateway.settings import GatewaySettings
 from bge_client.gateway.triton_backend import TritonBackend
 
-log = logging.getLogger("bge_client.gateway")
+log = logging.getLogger("bge-gateway")
 
 
 def validation_message(errors: list[Any]) -> tuple[str, str | None]:

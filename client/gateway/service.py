@@ -25,7 +25,7 @@ from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
 from bge_client.gateway.settings import CancelMode, GatewaySettings
 from bge_model_repository.contract import RowError, Truncate, over_limit
 
-log = logging.getLogger("bge_client.gateway")
+log = logging.getLogger("bge-gateway")
 
 T = TypeVar("T")
 

@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from bge_deploy.launcher import ServerOptions, TritonServer
+from bge_deploy.serving.gateway import GATEWAY_MODULE, GatewayProcess
+from bge_deploy.serving.process import ProcessError, free_port
+from bge_deploy.serving.triton import ServerOptions, TritonServer
 
-log = logging.getLogger("bge_deploy.bench")
-
-GATEWAY_MODULE = "bge_client.gateway"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+log = logging.getLogger("bge-bench")
 
 
 @dataclass(frozen=True)
@@ -58,7 +45,7 @@ class LocalStack:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bge-bench-")))
     notes: list[str] = field(default_factory=list)
     triton: TritonServer | None = None
-    gateway_process: subprocess.Popen[bytes] | None = None
+    gateway_process: GatewayProcess | None = None
     gateway_url: str | None = None
     metrics_port: int = 0
 
@@ -110,49 +97,24 @@ class LocalStack:
         if importlib.util.find_spec(GATEWAY_MODULE) is None:
             self.notes.append(f"gateway not benchmarked: {GATEWAY_MODULE} is not importable here")
             return
-        port = free_port()
-        env = {
-            **os.environ,
-            "BGE_GATEWAY_TRITON_URL": self.grpc_url,
-            "BGE_GATEWAY_MODEL_NAME": self.settings.name,
-            "BGE_GATEWAY_HOST": "127.0.0.1",
-            "BGE_GATEWAY_PORT": str(port),
-            "BGE_GATEWAY_LOG_LEVEL": "warning",
-        }
-        with self.gateway_log.open("wb") as out:
-            self.gateway_process = subprocess.Popen(
-                [sys.executable, "-m", GATEWAY_MODULE], env=env, stdout=out, stderr=subprocess.STDOUT
+        fields = {"triton_url": self.grpc_url, "model_name": self.settings.name, "log_level": "warning"}
+        self.gateway_process = GatewayProcess(fields, log_path=self.gateway_log).start()
+        try:
+            self.gateway_process.wait_healthy(timeout_s)
+        except ProcessError:
+            tail = self.gateway_process.log().strip().splitlines()[-5:]
+            self.notes.append(
+                "gateway not benchmarked: `python -m bge_client.gateway` did not become healthy"
+                + (f" ({' | '.join(tail)})" if tail else "")
             )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.gateway_process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2.0) as response:
-                    if response.status == 200:
-                        self.gateway_url = url
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        tail = self.gateway_log.read_text(errors="replace").strip().splitlines()[-5:]
-        self.notes.append(
-            "gateway not benchmarked: `python -m bge_client.gateway` did not become healthy"
-            + (f" ({' | '.join(tail)})" if tail else "")
-        )
-        self.stop_gateway()
+            self.stop_gateway()
+            return
+        self.gateway_url = self.gateway_process.url
 
     def stop_gateway(self) -> None:
         process, self.gateway_process = self.gateway_process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            process.stop(15)
 
     def __enter__(self) -> LocalStack:
         try:

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from bge_model_repository.logs import configure_logging
+
+log = logging.getLogger("bge-bench")
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 """Where a Hugging Face model directory keeps its weights (never copied from the config directory)."""
@@ -67,8 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, dest="num_attention_heads", help="override num_attention_heads")
     parser.add_argument("--intermediate-size", type=int, dest="intermediate_size", help="override intermediate_size")
     args = parser.parse_args(argv)
+    configure_logging()
     if args.out.exists():
-        print(f"random_model: {args.out} exists; pick a new directory", file=sys.stderr)
+        log.error("%s exists; pick a new directory", args.out)
         return 2
     overrides = {
         k: getattr(args, k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -76,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = build_random_model(args.config, args.out, args.seed, **overrides)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"random_model: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     shape = {k: v for k, v in overrides.items() if v is not None}
-    print(f"random_model: wrote {out} (config of {args.config}{', with ' + str(shape) if shape else ''})")
+    log.info("wrote %s (config of %s%s)", out, args.config, f", with {shape}" if shape else "")
     return 0
 
 

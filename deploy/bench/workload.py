@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
 from collections.abc import Sequence
@@ -21,12 +22,15 @@ from tokenizers import Tokenizer
 
 from bge_deploy.bench.corpus import CORPUS
 from bge_model_repository.contract import TEXT
+from bge_model_repository.logs import configure_logging
 from bge_model_repository.tokenization import load_tokenizer
 
 MAX_TOKENS = 512
 """BERT's position limit, [CLS] and [SEP] included (docs/CONTRACT.md)."""
 
 """The ensemble's input tensor (docs/CONTRACT.md)."""
+
+log = logging.getLogger("bge-bench")
 
 
 class WorkloadError(ValueError):
@@ -167,18 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         workload = build_workload(
             load_model_tokenizer(args.model_dir), LengthSpec.parse(args.lengths), args.count, args.seed
         )
     except (WorkloadError, FileNotFoundError) as exc:
-        print(f"bge-bench workload: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump_perf_analyzer_input(perf_analyzer_input(workload.texts)), encoding="utf-8")
-    print(
-        f"wrote {len(workload.texts)} texts of {workload.spec.label} tokens "
-        f"(mean {workload.mean_tokens:.1f}) to {args.out}"
+    log.info(
+        "wrote %d texts of %s tokens (mean %.1f) to %s",
+        len(workload.texts),
+        workload.spec.label,
+        workload.mean_tokens,
+        args.out,
     )
     return 0
 

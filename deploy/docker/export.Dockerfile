@@ -15,7 +15,11 @@ COPY pyproject.toml README.md ./
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
-COPY deploy/*.py deploy/
+COPY deploy/__init__.py deploy/
+# every bge_deploy package pyproject.toml lists; the serving path imports only deploy/serving
+COPY deploy/serving/ deploy/serving/
+COPY deploy/gpu/ deploy/gpu/
+COPY deploy/bench/ deploy/bench/
 # PIP_BREAK_SYSTEM_PACKAGES: a base whose system Python is marked externally managed (PEP 668) is
 # still ours to install into; python:3.11-slim has no such mark and ignores it.
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[export]" \

@@ -8,7 +8,11 @@ COPY pyproject.toml README.md ./
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
-COPY deploy/*.py deploy/
+COPY deploy/__init__.py deploy/
+# every bge_deploy package pyproject.toml lists; the serving path imports only deploy/serving
+COPY deploy/serving/ deploy/serving/
+COPY deploy/gpu/ deploy/gpu/
+COPY deploy/bench/ deploy/bench/
 RUN pip install --no-cache-dir ".[gateway]" && rm -rf /src
 
 WORKDIR /

@@ -13,7 +13,11 @@ COPY pyproject.toml README.md ./
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
-COPY deploy/*.py deploy/
+COPY deploy/__init__.py deploy/
+# every bge_deploy package pyproject.toml lists; the serving path imports only deploy/serving
+COPY deploy/serving/ deploy/serving/
+COPY deploy/gpu/ deploy/gpu/
+COPY deploy/bench/ deploy/bench/
 # Installs into the system Python that the image's Python-backend stub embeds (also where the
 # bge-triton launcher's console script lands). That Python's version follows the release's Ubuntu;
 # where the distribution marks it externally managed (PEP 668), this image is ours to manage.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support import free_port
 
 from bge_deploy.bench.server_stats import Counters, MetricsScraper, ServerStats, metric_sum, parse_metrics
+from bge_deploy.serving.process import free_port
 
 # Trimmed from a real scrape of the pip tritonserver serving a tiny bge export named `bge-tiny`.
 BEFORE = """\

@@ -65,9 +65,9 @@ def tritonserver_flags(argv: list[str]) -> Flags:
         return parse_flags(args)
     assert program == "bge-triton", f"unknown Triton entry point {argv[0]!r}"
     # Imported here, not at the top: a broken launcher should fail only the tests that use it.
-    from bge_deploy import launcher
+    from bge_deploy.serving.launcher import TritonSettings
 
-    options = launcher.options_from_args(launcher.parse_args(args))
+    options = TritonSettings.from_cli(args).server_options()
     command = options.command(Path("tritonserver"), Path("/backends"))
     return parse_flags(command[1:])
 

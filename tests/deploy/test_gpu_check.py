@@ -1,4 +1,4 @@
-"""``python -m bge_deploy.gpu_check``: its CPU dry run end to end, its refusal without a GPU, its serving decision.
+"""``python -m bge_deploy.gpu.check``: its CPU dry run end to end, its refusal without a GPU, its serving decision.
 
 The dry run is the GPU check's own code with the GPU parts swapped (python-backend export, onnxruntime in
 process, the pip-installed Triton): export, ``bge-triton``, parity and load through the ensemble over gRPC.
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bge_deploy.gpu_check import CPU_DRY_RUN, GPU, Row, format_table, serving_unavailable
-from bge_deploy.launcher import TRITON_HOME_ENV
+from bge_deploy.gpu.check import Row, format_table, serving_unavailable
+from bge_deploy.gpu.modes import CPU_DRY_RUN, GPU
+from bge_deploy.serving.install import TRITON_HOME_ENV
 
 LENGTHS = (16, 48)
 
@@ -34,7 +35,7 @@ def table_rows(output: str) -> dict[int, list[str]]:
 def test_cpu_dry_run_serves_the_export_and_checks_parity_and_throughput(tiny_bge_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != TRITON_HOME_ENV}  # the pip-installed Triton
     cmd = [
-        sys.executable, "-m", "bge_deploy.gpu_check", "--cpu-dry-run",
+        sys.executable, "-m", "bge_deploy.gpu.check", "--cpu-dry-run",
         "--model-dir", str(tiny_bge_dir),
         "--lengths", ",".join(map(str, LENGTHS)),
         "--batch", "4", "--concurrency", "4", "--duration", "1", "--requests", "40", "--repeats", "2",
@@ -61,7 +62,7 @@ def test_cpu_dry_run_serves_the_export_and_checks_parity_and_throughput(tiny_bge
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU: the check would run")
 def test_without_a_gpu_it_says_so_and_exits_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "bge_deploy.gpu_check"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "bge_deploy.gpu.check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "no NVIDIA GPU here" in result.stderr and "--cpu-dry-run" in result.stderr
     assert result.stdout == ""  # nothing was exported or started

@@ -7,11 +7,14 @@ output, i.e. on exactly what ``kubectl apply -k`` would send.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
+
+from bge_export.settings import ExportSettings
 
 # Oldest Kubernetes minor we promise to run on; kubernetes-validate ships its schema.
 KUBERNETES_VERSION = "1.30.0"
@@ -329,15 +332,28 @@ def test_export_job_fills_the_repository_triton_reads(overlay: Any) -> None:
     assert wait["image"] == overlay.triton["image"]
 
     env = {name: entry["value"] for name, entry in overlay.env(export).items()}
-    assert env["EXPORT_BACKEND"] == {"cpu": "python", "gpu": "tensorrt"}[overlay.overlay]
     assert env["HF_HUB_OFFLINE"] == "1"
     assert _mount_of_claim(job_spec, export, "hf-cache")["mountPath"] == env["HF_HOME"]
-    for name in ("EXPORT_MODEL", "EXPORT_BACKEND", "EXPORT_PRECISION", "EXPORT_INSTANCES", "EXPORT_MAX_BATCH_SIZE"):
-        assert f'"${name}"' in export["args"][0], name
+    # The Job configures bge-export only through its settings model: every BGE_EXPORT_* entry is a
+    # field of it (a misspelt one would be silently ignored), and the settings it yields are the
+    # overlay's promise.
+    export_env = {name: value for name, value in env.items() if name.startswith("BGE_EXPORT_")}
+    fields = {f"BGE_EXPORT_{field.upper()}" for field in ExportSettings.model_fields}
+    assert set(export_env) <= fields, set(export_env) - fields
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("BGE_EXPORT_")]:
+            patch.delenv(name)
+        for name, value in export_env.items():
+            patch.setenv(name, value)
+        settings = ExportSettings()
+    assert settings.model == "BAAI/bge-large-zh-v1.5"
+    assert settings.backend.value == {"cpu": "python", "gpu": "tensorrt"}[overlay.overlay]
+    assert settings.precision.value == {"cpu": "fp32", "gpu": "fp16"}[overlay.overlay]
+    assert "$" not in export["args"][0], "the command takes no shell variables; set BGE_EXPORT_* instead"
     if overlay.overlay == "cpu":
         # CPU encoder: instances x onnxruntime threads fit the Triton pod's CPU request (no CPU limit, so
         # the stub's default, the node's cores / instances, would oversubscribe a big node).
-        threads, instances = int(env["BGE_EXPORT_INTRA_OP_THREADS"]), int(env["EXPORT_INSTANCES"])
+        threads, instances = settings.intra_op_threads, settings.instances
         assert threads >= 1 and threads * instances <= int(overlay.triton["resources"]["requests"]["cpu"])
 
 

@@ -1,76 +1,54 @@
-"""Start and stop a real gateway process (`python -m bge_client.gateway`), configured by env vars only.
+"""A real gateway process (`python -m bge_client.gateway`) for the tests, configured by env vars only.
 
-A helper module rather than conftest contents, so test modules can import its names unambiguously.
+A thin wrapper over the deploy helper every other caller uses (`bge_deploy.serving.gateway`); a module
+rather than conftest contents, so test modules can import its names unambiguously.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bge_deploy.serving.gateway import GatewayProcess
+from bge_deploy.serving.process import ProcessError, free_port
 
 SERVED_NAME = "bge-large-zh-v1.5"
 """What the OpenAI snippets ask for; the test Triton's model has another name, mapped by the gateway."""
 
 API_KEY = "test-key-123"
 
+__all__ = ["API_KEY", "SERVED_NAME", "Gateway", "free_port", "start_gateway", "stop_gateway"]
+
 
 @dataclass
 class Gateway:
     url: str
-    process: subprocess.Popen[bytes]
+    managed: GatewayProcess
     log_path: Path
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.managed.popen is not None
+        return self.managed.popen
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return self.managed.log()
 
 
 def start_gateway(log_dir: Path, settings: dict[str, str], healthy: bool = True, timeout_s: float = 30.0) -> Gateway:
-    """Start a gateway subprocess; wait for /health to be 200 (or to answer at all if not `healthy`)."""
+    """Start a gateway with ``BGE_GATEWAY_<KEY>`` = value for each setting; wait for /health to be 200 (or to
+    answer at all if not `healthy`)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "BGE_GATEWAY_HOST": "127.0.0.1",
-        "BGE_GATEWAY_PORT": str(port),
-        **{f"BGE_GATEWAY_{k}": v for k, v in settings.items()},
-    }
     log_path = log_dir / f"gateway-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bge_client.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.log()}")
-        try:
-            status = httpx.get(f"{gateway.url}/health", timeout=2.0).status_code
-            if status == 200 or not healthy:
-                return gateway
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    stop_gateway(gateway)
-    raise RuntimeError(f"gateway not healthy after {timeout_s}s:\n{gateway.log()}")
+    managed = GatewayProcess(settings, port=port, log_path=log_path).start()
+    try:
+        managed.wait_healthy(timeout_s, healthy=healthy)
+    except ProcessError as exc:
+        managed.stop(10)
+        raise RuntimeError(str(exc)) from None
+    return Gateway(managed.url, managed, log_path)
 
 
 def stop_gateway(gateway: Gateway) -> None:
-    gateway.process.terminate()
-    try:
-        gateway.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
+    gateway.managed.stop(10)

@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import tritonclient.grpc as grpcclient
-from gateway.gateway_process import SERVED_NAME, Gateway, free_port
+from gateway.gateway_process import SERVED_NAME, Gateway
 from prometheus_client.parser import text_string_to_metric_families
-from support import bge_triton_command
 
 from bge_client.batching import text_array
-from bge_deploy.launcher import StubProcess
+from bge_deploy.serving import launched
+from bge_deploy.serving.process import children
+from bge_deploy.serving.triton import StubProcess
 
 MIB = 1024 * 1024
 ADMIN_KEY = "reliability-admin-key"
@@ -33,36 +32,6 @@ GatewayFactory = Callable[..., Gateway]
 
 
 # -- processes ---------------------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process (0 once it is gone)."""
-    try:
-        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants: tritonserver plus its Python backend stubs."""
-    return rss_bytes(pid) + sum(tree_rss_bytes(child) for child in children(pid))
 
 
 # -- metrics -----------------------------------------------------------------------------------------------
@@ -214,35 +183,20 @@ async def steady_load(
 # -- a launched bge-triton (the CLI, with its watchdog) ----------------------------------------------------------
 
 
-@dataclass
-class LaunchedTriton:
-    """`bge-triton` run as a process of its own, its output kept with the time of each line."""
-
-    process: subprocess.Popen[str]
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    started: float = field(default_factory=time.monotonic)
-    output: list[tuple[float, str]] = field(default_factory=list)
+class LaunchedTriton(launched.LaunchedTriton):
+    """`bge-triton` run as a process of its own (the deploy helper), with the tests' questions about it."""
 
     @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.popen is not None
+        return self.popen
 
     def text(self) -> str:
-        return "\n".join(line for _, line in self.output)
+        return self.log()
 
     def line_time(self, needle: str, after: float = 0.0) -> float | None:
         """When a line containing `needle` was printed (monotonic), the first one after `after`."""
-        return next((t for t, line in list(self.output) if needle in line and t >= after), None)
+        return next((t for t, line in list(self.lines) if needle in line and t >= after), None)
 
     def wait_for_line(self, needle: str, timeout_s: float, after: float = 0.0) -> float:
         wait_until(
@@ -265,37 +219,21 @@ class LaunchedTriton:
         except httpx.TransportError:
             return False
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+    def stop(self, timeout_s: float = 30.0) -> int:
+        code = super().stop(timeout_s)
+        assert code is not None
+        return code
 
 
 def launch_triton(repository: Path, *flags: str, timeout_s: float = 120.0) -> LaunchedTriton:
     """Start `bge-triton` on free loopback ports with a known admin key; return once it says it is ready."""
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    cmd = bge_triton_command(repository, (http, grpc, metrics), *flags)
-    env = {**os.environ, "BGE_TRITON_ADMIN_KEY": ADMIN_KEY}
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    launched = LaunchedTriton(process, http, grpc, metrics)
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            launched.output.append((time.monotonic(), line.rstrip()))
-
-    threading.Thread(target=read, daemon=True).start()
+    triton = LaunchedTriton(repository, *flags, env={**os.environ, "BGE_TRITON_ADMIN_KEY": ADMIN_KEY}).start()
     try:
-        launched.wait_for_line("ready - HTTP", timeout_s)
+        triton.wait_for_line(launched.READY_LINE, timeout_s)
     except AssertionError:
-        launched.stop()
+        triton.stop()
         raise
-    return launched
+    return triton
 
 
 def texts_of(prefix: str, count: int, repeat: int = 10) -> list[str]:

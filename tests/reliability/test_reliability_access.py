@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from bge_client.gateway.app import create_app
 from bge_client.gateway.settings import GatewaySettings
-from bge_deploy.launcher import ADMIN_HEADER, GRPC_ADMIN_HEADER
+from bge_deploy.serving.triton import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 UNKNOWN_PATHS = ("/", "/v1", "/v1/nothing", "/health/../metrics", "/v2/models/x/infer", "/%2e%2e/metrics")

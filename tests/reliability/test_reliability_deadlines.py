@@ -29,12 +29,13 @@ from reliability_support import (
     body,
     launch_triton,
     pending_settles,
-    rss_bytes,
     texts_of,
     triton_requests,
     wait_until,
 )
 from support import TritonHandle as SharedTriton
+
+from bge_deploy.serving.process import rss_bytes
 
 TIMEOUT_S = 0.3
 CHUNK_CONCURRENCY = 8  # the gateway's default

@@ -19,10 +19,10 @@ from reliability_support import (
     GatewayFactory,
     assert_vectors,
     reference_vectors,
-    rss_bytes,
-    tree_rss_bytes,
 )
 from support import TritonHandle as SharedTriton
+
+from bge_deploy.serving.process import rss_bytes, tree_rss_bytes
 
 SOAK_REQUESTS = 30_000
 # OpenVINO prepares and keeps kernels for every new input shape (~0.3 MiB each, capped; encoder_runtime):

@@ -1,6 +1,6 @@
 """GPU probe without TensorRT: what a GPU box with only PyTorch can tell about the GPU path.
 
-``bge_deploy.gpu_check`` needs the ``tensorrt`` package and NVIDIA's Triton; a box with only a CUDA build
+``bge_deploy.gpu.check`` needs the ``tensorrt`` package and NVIDIA's Triton; a box with only a CUDA build
 of torch (the lent device of BENCHMARKS.md, a notebook) has neither. This probe checks what such a box can:
 
 1. the plain ONNX export that ``bge-build-engine`` feeds TensorRT, made with this project's
@@ -9,8 +9,8 @@ of torch (the lent device of BENCHMARKS.md, a notebook) has neither. This probe 
 3. PyTorch fp16 texts/s with one CUDA stream against two concurrent ones: what Triton's
    ``instance_count`` 1 vs 2 does on one GPU (the GPU repositories default to 2).
 
-    python -m bge_deploy.gpu_probe --config ../shared/models/bge-large-zh-v1.5   # random weights
-    python -m bge_deploy.gpu_probe --model-dir /data/bge-large-zh-v1.5
+    python -m bge_deploy.gpu.probe --config ../shared/models/bge-large-zh-v1.5   # random weights
+    python -m bge_deploy.gpu.probe --model-dir /data/bge-large-zh-v1.5
 
 ``--device cpu`` runs steps 1 and 2 on CPU (the tests' path); step 3 needs CUDA.
 """
@@ -18,6 +18,7 @@ of torch (the lent device of BENCHMARKS.md, a notebook) has neither. This probe 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import subprocess
 import sys
@@ -32,14 +33,20 @@ import numpy as np
 
 from bge_export.parity import PARITY_TEXTS, ParityResult, check_parity
 from bge_export.settings import PARITY_THRESHOLDS, Precision
+from bge_model_repository.contract import ATTENTION_MASK, ENCODER_INPUTS, INPUT_IDS, TOKEN_TYPE_IDS
+from bge_model_repository.logs import configure_logging
+
+log = logging.getLogger("bge-gpu")
 
 SHAPES: tuple[tuple[int, int], ...] = ((64, 32), (128, 32), (128, 128), (512, 32), (512, 8))
 """(tokens, batch) pairs timed in step 3: small batches are launch-bound, large ones compute-bound."""
-INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+INPUT_NAMES = list(ENCODER_INPUTS)
 
 
 def _say(message: str) -> None:
-    print(f"gpu-probe: {message}", flush=True)
+    """A line of the probe's report (its result, on stdout)."""
+    sys.stdout.write(f"gpu-probe: {message}\n")
+    sys.stdout.flush()
 
 
 def environment(device: str) -> list[str]:
@@ -58,9 +65,9 @@ def environment(device: str) -> list[str]:
     try:
         import tensorrt
 
-        lines.append(f"tensorrt {tensorrt.__version__}: bge_deploy.gpu_check can run here")
+        lines.append(f"tensorrt {tensorrt.__version__}: bge_deploy.gpu.check can run here")
     except ImportError:
-        lines.append("tensorrt: not installed, so no engine is built or timed here (bge_deploy.gpu_check needs it)")
+        lines.append("tensorrt: not installed, so no engine is built or timed here (bge_deploy.gpu.check needs it)")
     lines.append(f"onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}")
     return lines
 
@@ -127,7 +134,7 @@ def texts_per_second(model: Any, tokens: int, batch: int, streams: int, seconds:
     rng = np.random.default_rng(tokens)
     ids = rng.integers(1000, 20000, size=(batch, tokens))
     ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]: exact-length texts, no padding
-    arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    arrays = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), TOKEN_TYPE_IDS: np.zeros_like(ids)}
     inputs = _torch_feeds(arrays, "cuda")
     torch.cuda.synchronize()
     done = [0] * streams
@@ -168,7 +175,8 @@ def stream_table(model: Any, seconds: float) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bge_deploy.gpu_probe", description=__doc__)
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="python -m bge_deploy.gpu.probe", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", type=Path, help="a model with weights")
     source.add_argument("--config", type=Path, help="a config + tokenizer folder: random weights of that shape")
@@ -179,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"gpu-probe: torch {torch.__version__} sees no GPU here; --device cpu runs steps 1-2", file=sys.stderr)
+        log.error("torch %s sees no GPU here; --device cpu runs steps 1-2", torch.__version__)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for the parity figures
     for line in environment(args.device):
@@ -199,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.device == "cuda":
             _say(f"PyTorch fp16 (SDPA) texts/s, {args.seconds:g} s per cell")
             for line in stream_table(model, args.seconds):
-                print(line, flush=True)
+                _say(line)
     return 0 if all(result.passed for _, result in results) else 1
 
 
