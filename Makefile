@@ -23,7 +23,8 @@ serve: $(VENV)/.serve-installed  ## install, export MODEL (hub id or local dir),
 
 test: $(VENV)/.test-installed  ## install everything and run the whole suite (starts real tritonserver + gateway)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check export model_repository deploy tests
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -24,16 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bge-embed",
         description="Embed texts with the Triton ensemble; one JSON object per line: "
-                    '{"index", "text", "num_tokens", "embedding"}. Texts come from the arguments, '
-                    "or one per line from stdin (blank lines skipped).")
+        '{"index", "text", "num_tokens", "embedding"}. Texts come from the arguments, '
+        "or one per line from stdin (blank lines skipped).",
+    )
     parser.add_argument("texts", nargs="*", help="texts to embed (default: read stdin)")
     parser.add_argument("--url", default=None, help="Triton host:port (default: localhost:8001 gRPC, 8000 HTTP)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Triton ensemble name")
-    parser.add_argument("--truncate", choices=[t.value for t in Truncate], default=Truncate.END.value,
-                        help="cut over-long texts at the END/START, or NONE to fail on them")
-    parser.add_argument("--query", action="store_true",
-                        help=f"prepend BGE's retrieval instruction ({QUERY_INSTRUCTION}) to every text")
+    parser.add_argument(
+        "--truncate",
+        choices=[t.value for t in Truncate],
+        default=Truncate.END.value,
+        help="cut over-long texts at the END/START, or NONE to fail on them",
+    )
+    parser.add_argument(
+        "--query", action="store_true", help=f"prepend BGE's retrieval instruction ({QUERY_INSTRUCTION}) to every text"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per Triton call")
     return parser
 
@@ -60,13 +66,13 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout:
     prefix = QUERY_INSTRUCTION if args.query else ""
     index = 0
     try:
-        with EmbeddingClient(args.url, args.protocol, args.model, timeout_s=args.timeout,
-                             truncate=args.truncate) as client:
+        with EmbeddingClient(
+            args.url, args.protocol, args.model, timeout_s=args.timeout, truncate=args.truncate
+        ) as client:
             for batch in _batches(source, READ_BATCH):
                 result = client.embed_with_tokens([prefix + t for t in batch])
                 for text, vector, tokens in zip(batch, result.vectors, result.num_tokens, strict=True):
-                    record = {"index": index, "text": text, "num_tokens": int(tokens),
-                              "embedding": vector.tolist()}
+                    record = {"index": index, "text": text, "num_tokens": int(tokens), "embedding": vector.tolist()}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     index += 1
                 out.flush()

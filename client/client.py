@@ -60,16 +60,17 @@ class RetryPolicy:
 
     def delays(self) -> list[float]:
         """Nominal wait before each retry (attempts - 1 of them); jitter is applied when sleeping."""
-        return [min(self.initial_backoff_s * self.multiplier**k, self.max_backoff_s)
-                for k in range(max(self.attempts - 1, 0))]
+        return [
+            min(self.initial_backoff_s * self.multiplier**k, self.max_backoff_s)
+            for k in range(max(self.attempts - 1, 0))
+        ]
 
 
 def is_retryable(exc: BaseException) -> bool:
     """Overload (queue full, 429) or unreachable server: worth another try. Deadlines and bad input: not."""
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "").removeprefix("StatusCode.")
-        return (status in RETRYABLE_GRPC or status in RETRYABLE_HTTP
-                or is_queue_full(str(exc.message() or "")))
+        return status in RETRYABLE_GRPC or status in RETRYABLE_HTTP or is_queue_full(str(exc.message() or ""))
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
 
 
@@ -95,9 +96,18 @@ def _load_api(transport: Transport, asynchronous: bool) -> ModuleType:
 class _Base:
     """What the blocking and asyncio clients share: request building and result parsing."""
 
-    def __init__(self, url: str | None, protocol: Transport, model: str, *, timeout_s: float,
-                 retry: RetryPolicy, truncate: Truncate, max_batch_size: int | None,
-                 asynchronous: bool) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        protocol: Transport,
+        model: str,
+        *,
+        timeout_s: float,
+        retry: RetryPolicy,
+        truncate: Truncate,
+        max_batch_size: int | None,
+        asynchronous: bool,
+    ) -> None:
         self.protocol: Transport = protocol
         self.url = url or (DEFAULT_GRPC_URL if protocol == "grpc" else DEFAULT_HTTP_URL)
         self.model = model
@@ -125,8 +135,10 @@ class _Base:
 
     @staticmethod
     def _parse(result: Any) -> Embeddings:
-        return Embeddings(result.as_numpy(EMBEDDING).astype(np.float32, copy=False),
-                          result.as_numpy(NUM_TOKENS).reshape(-1).astype(np.int64))
+        return Embeddings(
+            result.as_numpy(EMBEDDING).astype(np.float32, copy=False),
+            result.as_numpy(NUM_TOKENS).reshape(-1).astype(np.int64),
+        )
 
     def _batch(self, facts: ModelFacts) -> int:
         return self._batch_override or facts.max_batch_size
@@ -135,8 +147,7 @@ class _Base:
     def _join(parts: list[Embeddings], dim: int) -> Embeddings:
         if not parts:
             return Embeddings(np.empty((0, dim), dtype=np.float32), np.empty(0, dtype=np.int64))
-        return Embeddings(np.concatenate([p.vectors for p in parts]),
-                          np.concatenate([p.num_tokens for p in parts]))
+        return Embeddings(np.concatenate([p.vectors for p in parts]), np.concatenate([p.num_tokens for p in parts]))
 
 
 def _as_list(texts: str | Sequence[str]) -> list[str]:
@@ -146,16 +157,33 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
 class EmbeddingClient(_Base):
     """Blocking client: `EmbeddingClient("localhost:8001").embed(["你好"])` -> float32 (1, 1024)."""
 
-    def __init__(self, url: str | None = None, protocol: Transport = "grpc", model: str = DEFAULT_MODEL, *,
-                 timeout_s: float = 30.0, retry: RetryPolicy | None = None,
-                 truncate: Truncate = DEFAULT_TRUNCATE, max_batch_size: int | None = None) -> None:
-        super().__init__(url, protocol, model, timeout_s=timeout_s, retry=retry or RetryPolicy(),
-                         truncate=truncate, max_batch_size=max_batch_size, asynchronous=False)
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: Transport = "grpc",
+        model: str = DEFAULT_MODEL,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        truncate: Truncate = DEFAULT_TRUNCATE,
+        max_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            protocol,
+            model,
+            timeout_s=timeout_s,
+            retry=retry or RetryPolicy(),
+            truncate=truncate,
+            max_batch_size=max_batch_size,
+            asynchronous=False,
+        )
         if protocol == "grpc":
             self._client = self._api.InferenceServerClient(self.url)
         else:
-            self._client = self._api.InferenceServerClient(self.url, connection_timeout=timeout_s,
-                                                           network_timeout=timeout_s)
+            self._client = self._api.InferenceServerClient(
+                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
 
     def _retrying(self, call: Callable[[], T]) -> T:
         for delay in [*self.retry.delays(), None]:
@@ -170,8 +198,9 @@ class EmbeddingClient(_Base):
     def model_facts(self) -> ModelFacts:
         """Max batch and dimension from the ensemble's config, read once."""
         if self._facts is None:
-            self._facts = read_model_facts(self._retrying(
-                lambda: self._client.get_model_config(self.model, **self._config_kwargs)))
+            self._facts = read_model_facts(
+                self._retrying(lambda: self._client.get_model_config(self.model, **self._config_kwargs))
+            )
         return self._facts
 
     @property
@@ -186,8 +215,10 @@ class EmbeddingClient(_Base):
         """Vectors and token counts, in input order; batches above max_batch_size are split."""
         items = _as_list(texts)
         facts = self.model_facts()
-        parts = [self._retrying(lambda s=s: self._parse(self._client.infer(**self._request(items[s], truncate))))
-                 for s in chunk_slices(len(items), self._batch(facts))]
+        parts = [
+            self._retrying(lambda s=s: self._parse(self._client.infer(**self._request(items[s], truncate))))
+            for s in chunk_slices(len(items), self._batch(facts))
+        ]
         return self._join(parts, facts.dim)
 
     def embed(self, texts: str | Sequence[str], truncate: Truncate | None = None) -> np.ndarray:
@@ -200,20 +231,37 @@ class EmbeddingClient(_Base):
     def __enter__(self) -> EmbeddingClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
 class AsyncEmbeddingClient(_Base):
     """asyncio twin of `EmbeddingClient`; chunks of one call run concurrently (up to `max_concurrency`)."""
 
-    def __init__(self, url: str | None = None, protocol: Transport = "grpc", model: str = DEFAULT_MODEL, *,
-                 timeout_s: float = 30.0, retry: RetryPolicy | None = None,
-                 truncate: Truncate = DEFAULT_TRUNCATE, max_batch_size: int | None = None,
-                 max_concurrency: int = 8) -> None:
-        super().__init__(url, protocol, model, timeout_s=timeout_s, retry=retry or RetryPolicy(),
-                         truncate=truncate, max_batch_size=max_batch_size, asynchronous=True)
+    def __init__(
+        self,
+        url: str | None = None,
+        protocol: Transport = "grpc",
+        model: str = DEFAULT_MODEL,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        truncate: Truncate = DEFAULT_TRUNCATE,
+        max_batch_size: int | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        super().__init__(
+            url,
+            protocol,
+            model,
+            timeout_s=timeout_s,
+            retry=retry or RetryPolicy(),
+            truncate=truncate,
+            max_batch_size=max_batch_size,
+            asynchronous=True,
+        )
         self.max_concurrency = max_concurrency
         self._client: Any = None
 
@@ -239,12 +287,12 @@ class AsyncEmbeddingClient(_Base):
     async def model_facts(self) -> ModelFacts:
         if self._facts is None:
             client = self._connection()
-            self._facts = read_model_facts(await self._retrying(
-                lambda: client.get_model_config(self.model, **self._config_kwargs)))
+            self._facts = read_model_facts(
+                await self._retrying(lambda: client.get_model_config(self.model, **self._config_kwargs))
+            )
         return self._facts
 
-    async def embed_with_tokens(self, texts: str | Sequence[str],
-                                truncate: Truncate | None = None) -> Embeddings:
+    async def embed_with_tokens(self, texts: str | Sequence[str], truncate: Truncate | None = None) -> Embeddings:
         items = _as_list(texts)
         facts = await self.model_facts()
         client = self._connection()
@@ -253,8 +301,9 @@ class AsyncEmbeddingClient(_Base):
             result = await self._retrying(lambda: client.infer(**self._request(items[rows], truncate)))
             return self._parse(result)
 
-        parts = await gather_or_cancel([partial(one, s) for s in chunk_slices(len(items), self._batch(facts))],
-                                       self.max_concurrency)
+        parts = await gather_or_cancel(
+            [partial(one, s) for s in chunk_slices(len(items), self._batch(facts))], self.max_concurrency
+        )
         return self._join(parts, facts.dim)
 
     async def embed(self, texts: str | Sequence[str], truncate: Truncate | None = None) -> np.ndarray:
@@ -268,6 +317,7 @@ class AsyncEmbeddingClient(_Base):
     async def __aenter__(self) -> AsyncEmbeddingClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()

@@ -19,14 +19,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags (over `BGE_GATEWAY_*` env vars), say what will be served, and serve it."""
     settings = CliApp.run(GatewaySettings, cli_args=list(argv) if argv is not None else None)
     configure_logging(settings.log_level)
-    log.info("serving model '%s' from Triton model '%s' at %s (gRPC)",
-             settings.public_model_name, settings.model_name, settings.triton_url)
-    log.info("listening on http://%s:%d (OpenAI API under /v1, health at /health, metrics at /metrics)",
-             settings.host, settings.port)
+    log.info(
+        "serving model '%s' from Triton model '%s' at %s (gRPC)",
+        settings.public_model_name,
+        settings.model_name,
+        settings.triton_url,
+    )
+    log.info(
+        "listening on http://%s:%d (OpenAI API under /v1, health at /health, metrics at /metrics)",
+        settings.host,
+        settings.port,
+    )
     log.info("settings: %s", settings.describe())
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", lifespan="on",
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,12 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
             await service.drain(settings.request_timeout_s)  # closing the channel would cancel them
             await used.close()
 
-    app = FastAPI(title="bge-triton gateway", version="0.1.0", lifespan=lifespan,
-                  summary="OpenAI-compatible embeddings API in front of Triton")
+    app = FastAPI(
+        title="bge-triton gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="OpenAI-compatible embeddings API in front of Triton",
+    )
     app.state.metrics = metrics
     app.include_router(router)
     app.openapi = lambda: _without_422(app)  # type: ignore[method-assign]

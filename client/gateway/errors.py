@@ -62,8 +62,9 @@ RETRY_AFTER_S = 1
 class GatewayError(Exception):
     """A failure with its kind; raised anywhere, rendered once by `render`."""
 
-    def __init__(self, kind: ErrorKind, message: str, param: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, param: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -88,14 +89,19 @@ def render(error: GatewayError) -> Response:
         headers["Retry-After"] = str(RETRY_AFTER_S)
     elif error.kind is ErrorKind.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = "Bearer"
-    return Response(orjson.dumps(error_body(error)), status_code=spec.status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(error_body(error)), status_code=spec.status, headers=headers, media_type="application/json"
+    )
 
 
 def from_http_status(status: int, detail: str, headers: Mapping[str, str] | None = None) -> GatewayError:
     """Starlette's own HTTP errors (unknown route, wrong method, bad JSON) in our kinds."""
-    kind = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED,
-            413: ErrorKind.PAYLOAD_TOO_LARGE, 401: ErrorKind.UNAUTHENTICATED}.get(status)
+    kind = {
+        404: ErrorKind.NOT_FOUND,
+        405: ErrorKind.METHOD_NOT_ALLOWED,
+        413: ErrorKind.PAYLOAD_TOO_LARGE,
+        401: ErrorKind.UNAUTHENTICATED,
+    }.get(status)
     if kind is None:
         kind = ErrorKind.VALIDATION if 400 <= status < 500 else ErrorKind.BACKEND
     return GatewayError(kind, detail, headers=headers)

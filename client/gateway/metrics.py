@@ -12,24 +12,37 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("bge_gateway_requests", "HTTP requests by route and status code.",
-                                ["route", "status"], registry=self.registry)
-        self.errors = Counter("bge_gateway_errors", "Failed requests by error reason.", ["reason"],
-                              registry=self.registry)
-        self.texts = Counter("bge_gateway_texts", "Inputs embedded (duplicates included).",
-                             registry=self.registry)
-        self.tokens = Counter("bge_gateway_tokens", "Tokens embedded, as counted by the model.",
-                              registry=self.registry)
-        self.in_flight = Gauge("bge_gateway_requests_in_flight", "HTTP requests being handled.",
-                               registry=self.registry)
-        self.admitted = Gauge("bge_gateway_embedding_slots_in_use",
-                              "Embedding requests holding one of max_concurrent_requests slots (an abandoned "
-                              "request holds its slot until its Triton calls have ended).", registry=self.registry)
-        self.latency = Histogram("bge_gateway_request_duration_seconds", "HTTP request latency by route.",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.triton_seconds = Histogram("bge_gateway_triton_duration_seconds",
-                                        "Round-trip time of one Triton inference call.",
-                                        buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "bge_gateway_requests",
+            "HTTP requests by route and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "bge_gateway_errors", "Failed requests by error reason.", ["reason"], registry=self.registry
+        )
+        self.texts = Counter("bge_gateway_texts", "Inputs embedded (duplicates included).", registry=self.registry)
+        self.tokens = Counter("bge_gateway_tokens", "Tokens embedded, as counted by the model.", registry=self.registry)
+        self.in_flight = Gauge("bge_gateway_requests_in_flight", "HTTP requests being handled.", registry=self.registry)
+        self.admitted = Gauge(
+            "bge_gateway_embedding_slots_in_use",
+            "Embedding requests holding one of max_concurrent_requests slots (an abandoned "
+            "request holds its slot until its Triton calls have ended).",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bge_gateway_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_seconds = Histogram(
+            "bge_gateway_triton_duration_seconds",
+            "Round-trip time of one Triton inference call.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
     def count_error(self, reason: str) -> None:
         self.errors.labels(reason).inc()
@@ -49,5 +62,7 @@ class Metrics:
             return "answered no requests"
         return "answered " + "; ".join(
             f"{route}: {sum(by_status.values())} ("
-            + ", ".join(f"{status}: {n}" for status, n in sorted(by_status.items())) + ")"
-            for route, by_status in sorted(counts.items()))
+            + ", ".join(f"{status}: {n}" for status, n in sorted(by_status.items()))
+            + ")"
+            for route, by_status in sorted(counts.items())
+        )

@@ -88,9 +88,13 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         problem = "is missing" if not header else "is not valid"
-        await reject(GatewayError(ErrorKind.UNAUTHENTICATED,
-                                  f"The API key {problem}: send 'Authorization: Bearer <key>'"),
-                     self.metrics, scope, receive, send)
+        await reject(
+            GatewayError(ErrorKind.UNAUTHENTICATED, f"The API key {problem}: send 'Authorization: Bearer <key>'"),
+            self.metrics,
+            scope,
+            receive,
+            send,
+        )
 
 
 class BodyLimitMiddleware:
@@ -102,9 +106,11 @@ class BodyLimitMiddleware:
         self.metrics = metrics
 
     def _too_large(self, size: str) -> GatewayError:
-        return GatewayError(ErrorKind.PAYLOAD_TOO_LARGE,
-                            f"The request body is {size}, over the limit of {self.max_bytes} bytes; "
-                            "split the input into several requests")
+        return GatewayError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"The request body is {size}, over the limit of {self.max_bytes} bytes; "
+            "split the input into several requests",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,8 +119,13 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await reject(GatewayError(ErrorKind.VALIDATION, "Content-Length is not a number"),
-                             self.metrics, scope, receive, send)
+                await reject(
+                    GatewayError(ErrorKind.VALIDATION, "Content-Length is not a number"),
+                    self.metrics,
+                    scope,
+                    receive,
+                    send,
+                )
                 return
             if int(declared) > self.max_bytes:
                 await reject(self._too_large(f"{int(declared)} bytes"), self.metrics, scope, receive, send)
@@ -126,8 +137,7 @@ class BodyLimitMiddleware:
                 return
             body += message.get("body", b"")
             if len(body) > self.max_bytes:
-                await reject(self._too_large(f"more than {self.max_bytes} bytes"), self.metrics,
-                             scope, receive, send)
+                await reject(self._too_large(f"more than {self.max_bytes} bytes"), self.metrics, scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -192,8 +202,12 @@ class CancelOnDisconnectMiddleware:
         finally:
             watcher.cancel()
         # uvicorn also says "disconnect" once the answer has been sent: only an unanswered request is abandoned.
-        abandoned = (watcher.done() and not watcher.cancelled() and watcher.exception() is None
-                     and watcher.result()["type"] == "http.disconnect")
+        abandoned = (
+            watcher.done()
+            and not watcher.cancelled()
+            and watcher.exception() is None
+            and watcher.result()["type"] == "http.disconnect"
+        )
         if abandoned and not handler.done() and not answered:
             gone.set()
             handler.cancel()

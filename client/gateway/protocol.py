@@ -111,18 +111,24 @@ class EmbeddingRequest(OpenAIBaseModel):
     """`POST /v1/embeddings` body: OpenAI's fields plus `input_type` and `truncate`."""
 
     model: StrictStr = Field(description="Served model name, e.g. bge-large-zh-v1.5.")
-    input: Annotated[EmbeddingInput, PlainValidator(parse_input, json_schema_input_type=EmbeddingInput)] = (
-        Field(description=f"Text or token ids to embed: {_INPUT_SHAPES}."))
+    input: Annotated[EmbeddingInput, PlainValidator(parse_input, json_schema_input_type=EmbeddingInput)] = Field(
+        description=f"Text or token ids to embed: {_INPUT_SHAPES}."
+    )
     encoding_format: EncodingFormat = Field(
-        "float", description="`float` lists or `base64` of little-endian float32 bytes.")
+        "float", description="`float` lists or `base64` of little-endian float32 bytes."
+    )
     dimensions: Annotated[StrictInt, Field(gt=0)] | None = Field(
-        None, description="Output size; the native size, or a configured Matryoshka size.")
+        None, description="Output size; the native size, or a configured Matryoshka size."
+    )
     user: StrictStr | None = Field(None, description="End-user id (accepted for compatibility).")
     input_type: InputType | None = Field(
-        None, description="`query` prepends the retrieval instruction; `passage` (or none) does not.")
+        None, description="`query` prepends the retrieval instruction; `passage` (or none) does not."
+    )
     truncate: Truncate = Field(
-        DEFAULT_TRUNCATE, strict=False,  # the enum's string values, as JSON has them
-        description="Over-long input: cut its END or START, or NONE to reject it.")
+        DEFAULT_TRUNCATE,
+        strict=False,  # the enum's string values, as JSON has them
+        description="Over-long input: cut its END or START, or NONE to reject it.",
+    )
 
     def inputs(self) -> TextInputs | TokenInputs:
         """The request's input as one of the two internal shapes."""
@@ -211,8 +217,9 @@ def decode_base64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
-def encode_embedding_response(vectors: np.ndarray, prompt_tokens: int, model: str,
-                              encoding_format: EncodingFormat) -> bytes:
+def encode_embedding_response(
+    vectors: np.ndarray, prompt_tokens: int, model: str, encoding_format: EncodingFormat
+) -> bytes:
     """`EmbeddingResponse` JSON for float32 [n, D] `vectors`, rows in input order.
 
     Floats are written as the exact float64 value of each float32 so a client that parses the JSON

@@ -23,9 +23,15 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer, all in OpenAI's error shape."""
-    reasons = {400: "Invalid request", 401: "Missing or wrong API key", 404: "Unknown model",
-               413: "Body too large", 429: "Overloaded; see Retry-After", 503: "Triton unavailable",
-               504: "Triton deadline exceeded"}
+    reasons = {
+        400: "Invalid request",
+        401: "Missing or wrong API key",
+        404: "Unknown model",
+        413: "Body too large",
+        429: "Overloaded; see Retry-After",
+        503: "Triton unavailable",
+        504: "Triton deadline exceeded",
+    }
     return {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
 
 
@@ -38,13 +44,13 @@ Service = Annotated[EmbeddingService, Depends(get_service)]
 router = APIRouter()
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingResponse,
-             responses=_errors(400, 401, 404, 413, 429, 503, 504))
+@router.post("/v1/embeddings", response_model=EmbeddingResponse, responses=_errors(400, 401, 404, 413, 429, 503, 504))
 async def create_embeddings(body: EmbeddingRequest, service: Service) -> Response:
     """OpenAI's embeddings endpoint."""
     result = await service.embed(body)
-    content = encode_embedding_response(result.vectors, result.prompt_tokens,
-                                        service.settings.public_model_name, body.encoding_format)
+    content = encode_embedding_response(
+        result.vectors, result.prompt_tokens, service.settings.public_model_name, body.encoding_format
+    )
     return Response(content, media_type="application/json")
 
 
@@ -60,9 +66,14 @@ async def health(service: Service) -> Health:
     return await service.health()
 
 
-@router.get("/metrics", response_class=Response, responses={
-    200: {"content": {PROMETHEUS_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text"},
-    **_errors(401)})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {PROMETHEUS_TYPE: {"schema": {"type": "string"}}}, "description": "Prometheus text"},
+        **_errors(401),
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of the gateway's metrics."""
     return Response(request.app.state.metrics.render(), media_type=PROMETHEUS_TYPE)

@@ -58,8 +58,9 @@ def cancellation_decision(mode: CancelMode, server_version: str) -> tuple[bool, 
         return False, f"Triton reports no usable version ({server_version!r}); assuming an old one"
     if (int(parts[0]), int(parts[1])) >= SAFE_CANCELLATION_VERSION:
         return True, f"Triton {server_version} cancels safely"
-    return False, (f"Triton {server_version} < 2.53 can crash on gRPC cancellations (server#7368); "
-                   "their calls finish instead")
+    return False, (
+        f"Triton {server_version} < 2.53 can crash on gRPC cancellations (server#7368); their calls finish instead"
+    )
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,7 @@ def resolve_dimensions(requested: int | None, native: int, matryoshka: Sequence[
         hint = f"this model can return {allowed} dimensions"
     else:
         hint = f"this model only returns its native {native} dimensions (it is not configured as Matryoshka)"
-    raise GatewayError(ErrorKind.VALIDATION, f"dimensions={requested} is not supported: {hint}",
-                       param="dimensions")
+    raise GatewayError(ErrorKind.VALIDATION, f"dimensions={requested} is not supported: {hint}", param="dimensions")
 
 
 def shorten(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -128,11 +128,19 @@ class EmbeddingService:
             info = await self.backend.model_info()
             self.cancel_calls, why = cancellation_decision(self.settings.cancel_triton_calls, info.server_version)
             self.info = info
-            log.info("ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
-                     self.settings.model_name, self.backend.url, info.max_batch_size, info.dim,
-                     self.settings.public_model_name)
-            log.info("abandoned requests %s their Triton calls in flight: %s",
-                     "cancel" if self.cancel_calls else "do not cancel", why)
+            log.info(
+                "ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
+                self.settings.model_name,
+                self.backend.url,
+                info.max_batch_size,
+                info.dim,
+                self.settings.public_model_name,
+            )
+            log.info(
+                "abandoned requests %s their Triton calls in flight: %s",
+                "cancel" if self.cancel_calls else "do not cancel",
+                why,
+            )
         return self.info
 
     async def wait_until_ready(self, poll_s: float = 0.5, max_poll_s: float = 5.0) -> ModelInfo:
@@ -143,8 +151,9 @@ class EmbeddingService:
                 return await self.load_info()
             except GatewayError as exc:
                 if not waiting_said:
-                    log.warning("waiting for Triton model %r at %s: %s",
-                                self.settings.model_name, self.backend.url, exc.message)
+                    log.warning(
+                        "waiting for Triton model %r at %s: %s", self.settings.model_name, self.backend.url, exc.message
+                    )
                     waiting_said = True
             await asyncio.sleep(poll_s)
             poll_s = min(poll_s * 2, max_poll_s)
@@ -153,21 +162,27 @@ class EmbeddingService:
         """Healthy only when Triton reports the model ready (raises UNAVAILABLE with the reason)."""
         await self.backend.check_ready()
         info = await self.load_info()
-        return Health(model=self.settings.public_model_name, triton_model=self.settings.model_name,
-                      max_batch_size=info.max_batch_size, dim=info.dim)
+        return Health(
+            model=self.settings.public_model_name,
+            triton_model=self.settings.model_name,
+            max_batch_size=info.max_batch_size,
+            dim=info.dim,
+        )
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         """Validate against the settings, then embed; 429 at once when too many requests are in flight."""
         if request.model != self.settings.public_model_name:
             raise GatewayError(
                 ErrorKind.MODEL_NOT_FOUND,
-                f"The model '{request.model}' does not exist; this server serves "
-                f"'{self.settings.public_model_name}'", param="model")
+                f"The model '{request.model}' does not exist; this server serves '{self.settings.public_model_name}'",
+                param="model",
+            )
         if self._in_flight >= self.settings.max_concurrent_requests:
             raise GatewayError(
                 ErrorKind.OVERLOADED,
                 f"the gateway already has {self._in_flight} requests in flight "
-                f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly")
+                f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly",
+            )
         self._in_flight += 1
         self.metrics.admitted.set(self._in_flight)
         scope = RequestScope(deadline=Deadline.after(self.settings.request_timeout_s))
@@ -205,9 +220,11 @@ class EmbeddingService:
         inputs = request.inputs()
         count = len(inputs.texts) if isinstance(inputs, TextInputs) else len(inputs.ids)
         if count > self.settings.max_inputs:
-            raise GatewayError(ErrorKind.VALIDATION,
-                               f"input has {count} items, more than the limit of {self.settings.max_inputs}",
-                               param="input")
+            raise GatewayError(
+                ErrorKind.VALIDATION,
+                f"input has {count} items, more than the limit of {self.settings.max_inputs}",
+                param="input",
+            )
         info = await self.load_info()
         dim = resolve_dimensions(request.dimensions, info.dim, self.settings.matryoshka_dims)
         if isinstance(inputs, TextInputs):
@@ -218,11 +235,16 @@ class EmbeddingService:
             vectors, num_tokens = await self._embed_texts(texts, request.truncate, info.max_batch_size, scope)
         else:
             if request.input_type == "query":
-                raise GatewayError(ErrorKind.VALIDATION,
-                                   "input_type=query needs text input: the instruction cannot be added to "
-                                   "token ids; prepend its tokens yourself", param="input_type")
-            rows = [truncate_token_ids(row, info.max_length, request.truncate, f"input[{i}]")
-                    for i, row in enumerate(inputs.ids)]
+                raise GatewayError(
+                    ErrorKind.VALIDATION,
+                    "input_type=query needs text input: the instruction cannot be added to "
+                    "token ids; prepend its tokens yourself",
+                    param="input_type",
+                )
+            rows = [
+                truncate_token_ids(row, info.max_length, request.truncate, f"input[{i}]")
+                for i, row in enumerate(inputs.ids)
+            ]
             vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size, scope)
         self.metrics.texts.inc(count)
         self.metrics.tokens.inc(int(num_tokens.sum()))
@@ -241,22 +263,26 @@ class EmbeddingService:
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _embed_texts(self, texts: list[str], truncate: Truncate, batch: int,
-                           scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
+    async def _embed_texts(
+        self, texts: list[str], truncate: Truncate, batch: int, scope: RequestScope
+    ) -> tuple[np.ndarray, np.ndarray]:
         dedup = Dedup.of(texts)
         parts = await gather_or_cancel(
             [partial(self._text_chunk, dedup, s, truncate, scope) for s in chunk_slices(len(dedup.unique), batch)],
-            self.settings.chunk_concurrency)
+            self.settings.chunk_concurrency,
+        )
         vectors = np.concatenate([p[0] for p in parts])
         num_tokens = np.concatenate([p[1] for p in parts]).astype(np.int64)
         return dedup.expand(vectors), dedup.expand(num_tokens)
 
-    async def _text_chunk(self, dedup: Dedup[str], rows: slice, truncate: Truncate,
-                          scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
+    async def _text_chunk(
+        self, dedup: Dedup[str], rows: slice, truncate: Truncate, scope: RequestScope
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One Triton request; a bad text is reported by its index in the caller's input."""
         try:
             return await self._timed(
-                partial(self.backend.embed_texts, dedup.unique[rows], truncate, scope.deadline), scope)
+                partial(self.backend.embed_texts, dedup.unique[rows], truncate, scope.deadline), scope
+            )
         except GatewayError as exc:
             row = RowError.find(exc.message) if exc.kind is ErrorKind.VALIDATION else None
             if row is None:
@@ -264,12 +290,16 @@ class EmbeddingService:
             where = dedup.first_index(rows.start + row.row)
             raise GatewayError(exc.kind, f"input[{where}] {row.problem}", param="input") from None
 
-    async def _embed_token_ids(self, rows: list[list[int]], batch: int,
-                               scope: RequestScope) -> tuple[np.ndarray, np.ndarray]:
+    async def _embed_token_ids(
+        self, rows: list[list[int]], batch: int, scope: RequestScope
+    ) -> tuple[np.ndarray, np.ndarray]:
         dedup = Dedup.of([tuple(row) for row in rows])
         parts = await gather_or_cancel(
-            [partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s], scope.deadline), scope)
-             for s in chunk_slices(len(dedup.unique), batch)],
-            self.settings.chunk_concurrency)
+            [
+                partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s], scope.deadline), scope)
+                for s in chunk_slices(len(dedup.unique), batch)
+            ],
+            self.settings.chunk_concurrency,
+        )
         num_tokens = np.array([len(row) for row in rows], dtype=np.int64)
         return dedup.expand(np.concatenate(parts)), num_tokens

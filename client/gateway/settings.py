@@ -39,51 +39,64 @@ class GatewaySettings(BaseSettings):
         frozen=True,
     )
 
-    triton_url: str = Field(
-        DEFAULT_GRPC_URL, description="Triton gRPC endpoint host:port (one long-lived channel).")
+    triton_url: str = Field(DEFAULT_GRPC_URL, description="Triton gRPC endpoint host:port (one long-lived channel).")
     model_name: str = Field(DEFAULT_MODEL, description="Triton ensemble to call (text in, embedding out).")
-    served_model_name: str | None = Field(
-        None, description="Name clients pass as `model`; defaults to model_name.")
+    served_model_name: str | None = Field(None, description="Name clients pass as `model`; defaults to model_name.")
     host: str = Field("0.0.0.0", description="Interface to bind; 127.0.0.1 keeps it off the network.")
     port: int = Field(GATEWAY_PORT, ge=0, le=65535, description="HTTP port.")
     api_key: SecretStr | None = Field(
-        None, description="If set, every route but /health needs `Authorization: Bearer <key>`.")
+        None, description="If set, every route but /health needs `Authorization: Bearer <key>`."
+    )
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, gt=0,
-        description="Largest request body; bigger ones get 413 before parsing (2048 long texts fit).")
+        16 * 1024 * 1024,
+        gt=0,
+        description="Largest request body; bigger ones get 413 before parsing (2048 long texts fit).",
+    )
     request_timeout_s: float = Field(
-        30.0, gt=0,
+        30.0,
+        gt=0,
         description="Deadline of each embedding request; every Triton call it makes carries the time left as "
-                    "its gRPC deadline, so Triton drops the work too. Past it the client gets 504.")
+        "its gRPC deadline, so Triton drops the work too. Past it the client gets 504.",
+    )
     max_inputs: int = Field(2048, gt=0, description="Most inputs in one request (OpenAI's limit is 2048).")
     max_concurrent_requests: int = Field(
-        256, gt=0,
+        256,
+        gt=0,
         description="Embedding requests in flight at once; more get 429 at once instead of queueing "
-                    "(bounds memory; Triton's own queue bounds GPU work).")
+        "(bounds memory; Triton's own queue bounds GPU work).",
+    )
     chunk_concurrency: int = Field(
-        8, gt=0,
+        8,
+        gt=0,
         description="Triton requests one API request keeps in flight; more overlaps better, fewer leaves "
-                    "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).")
+        "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).",
+    )
     cancel_triton_calls: CancelMode = Field(
         CancelMode.AUTO,
         description="Cancel a request's Triton calls already in flight when its client disconnects, its "
-                    "deadline passes or another of its chunks fails (no further call is sent either way). "
-                    "auto: on when Triton reports version >= 2.53 (release 24.12, which fixed a SIGSEGV on "
-                    "gRPC cancellations, triton-inference-server/server#7368), off for older ones such as "
-                    "the nvidia-pytriton 0.7 wheel's 2.51. true/false force it.")
+        "deadline passes or another of its chunks fails (no further call is sent either way). "
+        "auto: on when Triton reports version >= 2.53 (release 24.12, which fixed a SIGSEGV on "
+        "gRPC cancellations, triton-inference-server/server#7368), off for older ones such as "
+        "the nvidia-pytriton 0.7 wheel's 2.51. true/false force it.",
+    )
     query_instruction: str | None = Field(
-        None, description="Prepended to inputs sent with input_type=query; unset: the served model's own (its "
-                          "export's --query-instruction, BGE's retrieval instruction by default). The token "
-                          "limit applied to token-id input is the model's too (its max_length).")
+        None,
+        description="Prepended to inputs sent with input_type=query; unset: the served model's own (its "
+        "export's --query-instruction, BGE's retrieval instruction by default). The token "
+        "limit applied to token-id input is the model's too (its max_length).",
+    )
     matryoshka_dims: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
         description="Dimensions the model was trained to be cut to (e.g. 256,512); `dimensions` may "
-                    "only differ from the native size when it is one of these. Empty: native only.")
+        "only differ from the native size when it is one of these. Empty: native only.",
+    )
     shutdown_timeout_s: int = Field(
-        20, gt=0,
+        20,
+        gt=0,
         description="On SIGTERM the gateway stops accepting connections and lets requests in flight finish "
-                    "for up to this long, then exits. Keep it under the pod's terminationGracePeriodSeconds "
-                    "minus its preStop sleep.")
+        "for up to this long, then exits. Keep it under the pod's terminationGracePeriodSeconds "
+        "minus its preStop sleep.",
+    )
     log_level: LogLevel = Field("info", description="Logging level of the gateway and uvicorn.")
 
     @field_validator("matryoshka_dims", mode="before")

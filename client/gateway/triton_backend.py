@@ -121,17 +121,17 @@ class TritonBackend:
         except InferenceServerException as exc:
             error = self._error(exc, doing)
             if error.kind is ErrorKind.TIMEOUT:  # a server too stuck to say whether it is ready is not
-                raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton at {self.url} did not answer within "
-                                                          f"{CONTROL_TIMEOUT_S:g} s while {doing}") from None
+                raise GatewayError(
+                    ErrorKind.UNAVAILABLE,
+                    f"Triton at {self.url} did not answer within {CONTROL_TIMEOUT_S:g} s while {doing}",
+                ) from None
             raise error from None
         if not ready:
-            raise GatewayError(ErrorKind.UNAVAILABLE,
-                               f"Triton at {self.url} reports model '{self.model}' is not ready")
+            raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton at {self.url} reports model '{self.model}' is not ready")
 
     async def _config(self, model: str) -> dict[str, Any]:
         try:
-            answer = await self._client.get_model_config(model, as_json=True,
-                                                         client_timeout=CONTROL_TIMEOUT_S)
+            answer = await self._client.get_model_config(model, as_json=True, client_timeout=CONTROL_TIMEOUT_S)
         except InferenceServerException as exc:
             raise self._error(exc, f"reading the config of model '{model}'") from None
         return answer.get("config", answer)
@@ -142,12 +142,17 @@ class TritonBackend:
             ensemble = read_model_facts(await self._config(self.model))
             encoder = read_model_facts(await self._config(self.encoder))
         except (KeyError, ValueError) as exc:
-            raise GatewayError(ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the "
-                                                      f"contract: {exc}") from None
-        return ModelInfo(max_batch_size=ensemble.max_batch_size, encoder_max_batch_size=encoder.max_batch_size,
-                         dim=ensemble.dim, max_length=ensemble.parameters.max_length,
-                         query_instruction=ensemble.parameters.query_instruction,
-                         server_version=await self._server_version())
+            raise GatewayError(
+                ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the contract: {exc}"
+            ) from None
+        return ModelInfo(
+            max_batch_size=ensemble.max_batch_size,
+            encoder_max_batch_size=encoder.max_batch_size,
+            dim=ensemble.dim,
+            max_length=ensemble.parameters.max_length,
+            query_instruction=ensemble.parameters.query_instruction,
+            server_version=await self._server_version(),
+        )
 
     async def _server_version(self) -> str:
         try:
@@ -156,17 +161,22 @@ class TritonBackend:
             raise self._error(exc, "reading Triton's version") from None
         return str(metadata.version)
 
-    async def embed_texts(self, texts: Sequence[str], truncate: Truncate,
-                          deadline: Deadline) -> tuple[np.ndarray, np.ndarray]:
+    async def embed_texts(
+        self, texts: Sequence[str], truncate: Truncate, deadline: Deadline
+    ) -> tuple[np.ndarray, np.ndarray]:
         data = text_array(texts)
         tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput(EMBEDDING), grpcclient.InferRequestedOutput(NUM_TOKENS)]
         doing = f"embedding {len(texts)} texts"
         try:
-            result = await self._client.infer(self.model, [tensor], outputs=outputs,
-                                              parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
-                                              client_timeout=self._deadline_s(doing, deadline))
+            result = await self._client.infer(
+                self.model,
+                [tensor],
+                outputs=outputs,
+                parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
+                client_timeout=self._deadline_s(doing, deadline),
+            )
         except InferenceServerException as exc:
             raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
@@ -179,9 +189,12 @@ class TritonBackend:
             tensors.append(tensor)
         doing = f"embedding {len(ids)} token-id inputs"
         try:
-            result = await self._client.infer(self.encoder, tensors,
-                                              outputs=[grpcclient.InferRequestedOutput(EMBEDDING)],
-                                              client_timeout=self._deadline_s(doing, deadline))
+            result = await self._client.infer(
+                self.encoder,
+                tensors,
+                outputs=[grpcclient.InferRequestedOutput(EMBEDDING)],
+                client_timeout=self._deadline_s(doing, deadline),
+            )
         except InferenceServerException as exc:
             raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING)
