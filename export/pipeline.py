@@ -32,6 +32,7 @@ from bge_model_repository.contract import ENCODER_INPUTS, TOKEN_TYPE_IDS
 from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
 from bge_model_repository.self_check import References
+from bge_model_repository.tokenization import SpecialIds, load_tokenizer
 
 log = logging.getLogger("bge-export")
 
@@ -210,6 +211,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
         dim=int(config.hidden_size),
         max_length=max_length,
         vocab_size=int(config.vocab_size),
+        special_ids=SpecialIds.of(load_tokenizer(tokenizer_dir)),
         input_names=tuple(input_names),
         settings=settings,
         self_check_min_cosine=settings.parity_threshold() if references is not None else None,

@@ -22,6 +22,7 @@ from bge_model_repository.parameters import (
     TokenizerParameters,
 )
 from bge_model_repository.self_check import SELF_CHECK_FILE
+from bge_model_repository.tokenization import SpecialIds
 
 ENCODER_ONNX = "model.onnx"
 ENCODER_PLAN = "model.plan"
@@ -37,6 +38,7 @@ class RepositorySpec:
     dim: int
     max_length: int
     vocab_size: int
+    special_ids: SpecialIds  # what the model's own token-id rows start and end with
     input_names: tuple[str, ...]  # encoder inputs, in graph order
     settings: ExportSettings
     self_check_min_cosine: float | None = None
@@ -194,7 +196,14 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     )
     # what callers (the gateway) read instead of keeping their own copies
     _set_params(
-        config, EnsembleParameters(max_length=spec.max_length, query_instruction=spec.settings.query_instruction)
+        config,
+        EnsembleParameters(
+            max_length=spec.max_length,
+            query_instruction=spec.settings.query_instruction,
+            vocab_size=spec.vocab_size,
+            cls_token_id=spec.special_ids.first,
+            sep_token_id=spec.special_ids.last,
+        ),
     )
     return config
 

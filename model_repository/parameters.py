@@ -92,3 +92,8 @@ class EnsembleParameters(ConfigParameters):
 
     max_length: int = MAX_INPUT_TOKENS
     query_instruction: str = ""
+    # What the model's own token-id rows look like (`tokenization.SpecialIds`); None where the export
+    # predates them or the tokenizer adds no such token.
+    vocab_size: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None

@@ -25,6 +25,26 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True)
+class SpecialIds:
+    """The single special token the tokenizer puts before and after every text (BERT: [CLS], [SEP]).
+
+    What a row of this model's own token ids looks like, so callers can tell them from another
+    tokenizer's ids (tiktoken's, say) instead of embedding those into wrong vectors.
+    """
+
+    first: int | None
+    last: int | None
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> SpecialIds:
+        encoding = tokenizer.encode("a", add_special_tokens=True)
+        mask, ids = encoding.special_tokens_mask, encoding.ids
+        lead = len(mask) - len("".join(map(str, mask)).lstrip("1"))
+        trail = len(mask) - len("".join(map(str, mask)).rstrip("1"))
+        return cls(ids[0] if lead == 1 else None, ids[-1] if trail == 1 and len(ids) > 1 else None)
+
+
+@dataclass(frozen=True)
 class TokenBatch:
     """Encoder inputs for n texts, right-padded to one length."""
 

@@ -11,6 +11,7 @@ from support import require_bge_assets
 from bge_model_repository.contract import Truncate
 from bge_model_repository.tokenization import (
     InputError,
+    SpecialIds,
     common_width,
     decode_texts,
     load_tokenizer,
@@ -93,3 +94,18 @@ def test_common_width(lengths: list[int], multiple: int, expected: int) -> None:
 def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)
+
+
+def test_special_ids_are_what_the_tokenizer_puts_around_every_text(tokenizer) -> None:
+    ids = tokenize(tokenizer, ["今天天气怎么样", "hello"], 512).input_ids
+    special = SpecialIds.of(tokenizer)
+    assert (special.first, special.last) == (101, 102)
+    assert {int(row[0]) for row in ids} == {special.first}
+
+
+def test_a_tokenizer_without_special_tokens_has_no_special_ids() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    bare = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    bare.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert SpecialIds.of(bare) == SpecialIds(None, None)

@@ -17,6 +17,8 @@ from bge_export.triton_config import (
     render,
     tokenizer_config,
 )
+from bge_model_repository.parameters import EnsembleParameters
+from bge_model_repository.tokenization import SpecialIds
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -24,7 +26,13 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 def spec(**overrides: object) -> RepositorySpec:
     settings = ExportSettings(**overrides)
     return RepositorySpec(
-        name="bge-large-zh-v1.5", dim=1024, max_length=512, vocab_size=21128, input_names=INPUTS, settings=settings
+        name="bge-large-zh-v1.5",
+        dim=1024,
+        max_length=512,
+        vocab_size=21128,
+        special_ids=SpecialIds(101, 102),
+        input_names=INPUTS,
+        settings=settings,
     )
 
 
@@ -106,3 +114,13 @@ def test_engine_build_says_plainly_that_it_needs_a_gpu(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "no NVIDIA GPU here" in result.stderr
+
+
+def test_the_ensemble_tells_callers_its_limit_instruction_and_token_rows() -> None:
+    """What the gateway reads instead of copies of its own: limit, instruction, vocabulary, [CLS]/[SEP] ids."""
+    config = ensemble_config(spec(query_instruction="Q: "))
+    values = {key: value.string_value for key, value in parse(render(config)).parameters.items()}
+    read = EnsembleParameters.from_config(values)
+    assert read == EnsembleParameters(
+        max_length=512, query_instruction="Q: ", vocab_size=21128, cls_token_id=101, sep_token_id=102
+    )

@@ -41,6 +41,10 @@ class ModelInfo:
     max_length: int  # the export's token limit, [CLS] and [SEP] included: applied to token-id input
     query_instruction: str  # prepended to queries (input_type=query); empty if the model has none
     server_version: str = ""  # Triton's, e.g. "2.51.0"
+    # what the model's own token-id rows look like (None: the export did not say)
+    vocab_size: int | None = None
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
 
 
 class Backend(Protocol):

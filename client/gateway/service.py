@@ -23,7 +23,8 @@ from bge_client.gateway.inference import Backend, Deadline, ModelInfo
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
 from bge_client.gateway.settings import CancelMode, GatewaySettings
-from bge_model_repository.contract import RowError, Truncate, over_limit
+from bge_client.gateway.token_ids import TokenRowRule
+from bge_model_repository.contract import RowError, Truncate
 
 log = logging.getLogger("bge-gateway")
 
@@ -73,17 +74,6 @@ class EmbeddingResult:
     @property
     def prompt_tokens(self) -> int:
         return int(self.num_tokens.sum())
-
-
-def truncate_token_ids(row: list[int], limit: int, truncate: Truncate, where: str) -> list[int]:
-    """Apply the request's truncation to one token-id row (Triton's tokenizer does this for text)."""
-    if len(row) <= limit:
-        return row
-    if truncate == "END":
-        return row[:limit]
-    if truncate == "START":
-        return row[-limit:]
-    raise GatewayError(ErrorKind.VALIDATION, f"{where} {over_limit(len(row), limit)}", param="input")
 
 
 def resolve_dimensions(requested: int | None, native: int, matryoshka: Sequence[int]) -> int:
@@ -241,10 +231,8 @@ class EmbeddingService:
                     "token ids; prepend its tokens yourself",
                     param="input_type",
                 )
-            rows = [
-                truncate_token_ids(row, info.max_length, request.truncate, f"input[{i}]")
-                for i, row in enumerate(inputs.ids)
-            ]
+            rule = TokenRowRule.of(self.settings.public_model_name, info, self.settings.raw_token_ids)
+            rows = rule.check(inputs.ids, request.truncate)
             vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size, scope)
         self.metrics.texts.inc(count)
         self.metrics.tokens.inc(int(num_tokens.sum()))

@@ -85,6 +85,13 @@ class GatewaySettings(BaseSettings):
         "export's --query-instruction, BGE's retrieval instruction by default). The token "
         "limit applied to token-id input is the model's too (its max_length).",
     )
+    raw_token_ids: bool = Field(
+        False,
+        description="Accept token-id input rows as given. Off: a row must look like the model's own ids "
+        "([CLS] first, [SEP] last, ids in its vocabulary), because other tokenizers' ids (LangChain sends "
+        "tiktoken's by default) would otherwise be embedded into wrong vectors; such rows get a 400 naming "
+        "the fix.",
+    )
     matryoshka_dims: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
         description="Dimensions the model was trained to be cut to (e.g. 256,512); `dimensions` may "

@@ -145,13 +145,17 @@ class TritonBackend:
             raise GatewayError(
                 ErrorKind.UNAVAILABLE, f"Triton model '{self.model}' does not follow the contract: {exc}"
             ) from None
+        parameters = ensemble.parameters
         return ModelInfo(
             max_batch_size=ensemble.max_batch_size,
             encoder_max_batch_size=encoder.max_batch_size,
             dim=ensemble.dim,
-            max_length=ensemble.parameters.max_length,
-            query_instruction=ensemble.parameters.query_instruction,
+            max_length=parameters.max_length,
+            query_instruction=parameters.query_instruction,
             server_version=await self._server_version(),
+            vocab_size=parameters.vocab_size,
+            cls_token_id=parameters.cls_token_id,
+            sep_token_id=parameters.sep_token_id,
         )
 
     async def _server_version(self) -> str:

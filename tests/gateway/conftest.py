@@ -63,6 +63,14 @@ def impatient_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gatewa
 
 
 @pytest.fixture(scope="session")
+def raw_ids_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gateway]:
+    """Takes token-id rows as given (the operator's escape hatch from the token-id rule)."""
+    running = start_gateway(gateway_logs, {**_triton_settings(triton), "RAW_TOKEN_IDS": "true"})
+    yield running
+    stop_gateway(running)
+
+
+@pytest.fixture(scope="session")
 def orphan_gateway(gateway_logs: Path) -> Iterator[Gateway]:
     """Pointed at a closed port: Triton is down (503). Needs no Triton at all."""
     running = start_gateway(gateway_logs, {"TRITON_URL": f"127.0.0.1:{free_port()}"}, healthy=False)

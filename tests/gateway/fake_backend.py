@@ -25,6 +25,9 @@ def vector_for(key: str) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+VOCAB_SIZE, CLS, SEP = 21128, 101, 102
+
+
 class FakeBackend:
     url = "fake:0"
 
@@ -37,6 +40,9 @@ class FakeBackend:
             dim=DIM,
             max_length=MAX_INPUT_TOKENS,
             query_instruction=QUERY_INSTRUCTION,
+            vocab_size=VOCAB_SIZE,
+            cls_token_id=CLS,
+            sep_token_id=SEP,
         )
         self.deadlines: list[Deadline] = []
         self.fail = fail

@@ -92,7 +92,8 @@ def test_big_request_is_chunked_deduplicated_and_in_order(
 def test_token_id_input_goes_to_the_encoder(sdk: openai.Client) -> None:
     text = sdk.embeddings.create(model=SERVED_NAME, input="今天天气怎么样", encoding_format="float")
     ids = sdk.embeddings.create(model=SERVED_NAME, input=WEATHER_IDS, encoding_format="float")
-    rows = sdk.embeddings.create(model=SERVED_NAME, input=[WEATHER_IDS, WEATHER_IDS[:5]], encoding_format="float")
+    five = [*WEATHER_IDS[:4], WEATHER_IDS[-1]]  # [CLS] 今天天 [SEP]
+    rows = sdk.embeddings.create(model=SERVED_NAME, input=[WEATHER_IDS, five], encoding_format="float")
     np.testing.assert_allclose(ids.data[0].embedding, text.data[0].embedding, atol=1e-5)
     np.testing.assert_allclose(rows.data[0].embedding, text.data[0].embedding, atol=1e-5)
     assert ids.usage.prompt_tokens == 9 and rows.usage.prompt_tokens == 9 + 5
@@ -102,6 +103,10 @@ def test_token_ids_over_the_limit_are_truncated_or_refused(sdk: openai.Client) -
     long_ids = [101] + [791] * 600 + [102]
     cut = sdk.embeddings.create(model=SERVED_NAME, input=[long_ids], extra_body={"truncate": "END"})
     assert cut.usage.prompt_tokens == 512
+    # cut as the tokenizer cuts text: [CLS] + 510 tokens + [SEP], the same vector as the text's
+    text = sdk.embeddings.create(model=SERVED_NAME, input="今" * 600, encoding_format="float")
+    ids = sdk.embeddings.create(model=SERVED_NAME, input=[long_ids], encoding_format="float")
+    np.testing.assert_allclose(ids.data[0].embedding, text.data[0].embedding, atol=1e-5)
     with pytest.raises(openai.BadRequestError) as info:
         sdk.embeddings.create(model=SERVED_NAME, input=[long_ids], extra_body={"truncate": "NONE"})
     assert "602 tokens" in info.value.message and "512" in info.value.message
@@ -166,3 +171,22 @@ def test_start_up_log_says_what_is_served(gateway: Gateway, triton: TritonLike) 
     assert f"Triton model '{triton.model_name}' at {triton.grpc_url}" in log
     assert "listening on http://127.0.0.1:" in log
     assert "ready: Triton model" in log
+
+
+HELLO_WORLD_CL100K = [15339, 1917]  # "hello world" as tiktoken's cl100k_base ids: what LangChain sends by default
+
+
+def test_another_tokenizers_ids_are_refused_naming_the_langchain_fix(sdk: openai.Client) -> None:
+    """Embedding them would answer 200 with vectors of cosine ~0.67 to the right ones."""
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.embeddings.create(model=SERVED_NAME, input=[HELLO_WORLD_CL100K])
+    assert info.value.status_code == 400
+    assert "input[0]" in info.value.message and "check_embedding_ctx_length=False" in info.value.message
+    ok = sdk.embeddings.create(model=SERVED_NAME, input=[[101, 791, 102]])
+    assert ok.usage.prompt_tokens == 3
+
+
+def test_an_operator_can_accept_raw_token_ids(raw_ids_gateway: Gateway) -> None:
+    raw = openai.Client(base_url=f"{raw_ids_gateway.url}/v1", api_key="EMPTY", max_retries=0)
+    response = raw.embeddings.create(model=SERVED_NAME, input=[HELLO_WORLD_CL100K])
+    assert response.usage.prompt_tokens == 2 and len(response.data) == 1

@@ -12,7 +12,7 @@ from bge_client.gateway.errors import ErrorKind, GatewayError
 from bge_client.gateway.inference import Deadline
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest
-from bge_client.gateway.service import EmbeddingService, resolve_dimensions, shorten, truncate_token_ids
+from bge_client.gateway.service import EmbeddingService, resolve_dimensions, shorten
 from bge_client.gateway.settings import GatewaySettings
 
 
@@ -65,19 +65,6 @@ def test_token_ids_skip_the_tokenizer_and_count_as_usage() -> None:
     assert backend.token_calls == [[[101, 5, 102], [101, 102]]] and backend.text_calls == []
     assert result.num_tokens.tolist() == [3, 2, 3]
     np.testing.assert_array_equal(result.vectors[0], result.vectors[2])
-
-
-@pytest.mark.parametrize(("mode", "expected"), [("END", [1, 2, 3]), ("START", [3, 4, 5])])
-def test_token_truncation(mode: str, expected: list[int]) -> None:
-    assert truncate_token_ids([1, 2, 3, 4, 5], 3, mode, "input[0]") == expected  # type: ignore[arg-type]
-    assert truncate_token_ids([1, 2], 3, mode, "input[0]") == [1, 2]  # type: ignore[arg-type]
-
-
-def test_truncate_none_refuses_with_count_and_limit() -> None:
-    with pytest.raises(GatewayError) as info:
-        truncate_token_ids([1] * 600, 512, "NONE", "input[2]")
-    assert info.value.kind is ErrorKind.VALIDATION
-    assert "input[2] has 600 tokens, over the model's limit of 512" in info.value.message
 
 
 def test_dimensions() -> None:
