@@ -101,6 +101,14 @@ class RowError:
         return cls(int(match.group(1)), message[match.end() :]) if match else None
 
 
+# -- the CPU encoder's own counters on Triton's metrics port (one quantity per name) -----------------------
+
+REAL_TOKENS_METRIC = "bge_encoder_real_tokens_total"  # tokens with attention_mask = 1
+COMPUTED_TOKENS_METRIC = "bge_encoder_computed_tokens_total"  # tokens the engine computed, padding included
+TEXTS_METRIC = "bge_encoder_texts_total"  # rows through the encoder
+RUNS_METRIC = "bge_encoder_runs_total"  # engine sub-batch runs (mean batch = texts / runs)
+
+
 QUEUE_FULL_MARKER = "Exceeds maximum queue size"
 """Text of Triton's UNAVAILABLE answer when a model's queue is full: overload, not an outage."""
 

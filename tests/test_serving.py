@@ -147,14 +147,26 @@ def test_token_ids_straight_to_the_encoder(triton, tiny_reference) -> None:
 
 
 def test_encoder_reports_padding_and_batches_in_triton_metrics(triton) -> None:
+    """Triton's exposition parses; our encoder's counters are one quantity per name; the launcher turned
+    Triton's latency summaries on (quantiles per model, not only cumulative microseconds)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     body = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
-    lines = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in body.splitlines()
-        if line.startswith("bge_encoder_") and f'model="{triton.model_name}-encoder"' in line
-    }
-    real = lines[f'bge_encoder_tokens_total{{kind="real",model="{triton.model_name}-encoder"}}']
-    computed = lines[f'bge_encoder_tokens_total{{kind="computed",model="{triton.model_name}-encoder"}}']
-    assert 0 < real <= computed
+    families = {family.name: family for family in text_string_to_metric_families(body)}
+    encoder = f"{triton.model_name}-encoder"
+
+    def value(name: str) -> float:
+        (sample,) = [s for s in families[name].samples if s.labels.get("model") == encoder]
+        assert set(sample.labels) == {"model"}, sample.labels  # no "kind" label mixing quantities
+        return sample.value
+
+    real, computed = value("bge_encoder_real_tokens"), value("bge_encoder_computed_tokens")
+    texts, runs = value("bge_encoder_texts"), value("bge_encoder_runs")
+    assert 0 < real <= computed and 0 < runs <= texts
+    summary = families["nv_inference_request_summary_us"]
+    assert summary.type == "summary"
+    ours = [s for s in summary.samples if s.labels.get("model") == encoder]
+    quantiles = {s.labels["quantile"] for s in ours if "quantile" in s.labels}
+    assert quantiles == {"0.5", "0.9", "0.99"}

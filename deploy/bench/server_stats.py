@@ -1,8 +1,8 @@
 """What the server did during a run, from Triton's metrics endpoint scraped before and after.
 
-The CPU encoder (model_repository/encoder/model.py) publishes its own counters on Triton's metrics port:
-`bge_encoder_tokens_total{kind="real"|"computed"}` and `bge_encoder_runs_total{kind="texts"|"runs"}`,
-labelled with the encoder model's name (`<model>-encoder`). From their differences:
+The CPU encoder (model_repository/encoder/model.py) publishes its own counters on Triton's metrics
+port, `bge_encoder_{real_tokens,computed_tokens,texts,runs}_total` (names in
+`bge_model_repository.contract`), labelled with the encoder model's name (`<model>-encoder`). From their differences:
 
 - mean encoder batch = texts / runs (rows per onnxruntime run, after the encoder's length-sorted split);
 - padding ratio = computed / real tokens (1.0 = no padding computed).
@@ -18,7 +18,13 @@ import re
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from bge_model_repository.contract import ENCODER_SUFFIX
+from bge_model_repository.contract import (
+    COMPUTED_TOKENS_METRIC,
+    ENCODER_SUFFIX,
+    REAL_TOKENS_METRIC,
+    RUNS_METRIC,
+    TEXTS_METRIC,
+)
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -72,10 +78,10 @@ class Counters:
     def from_samples(cls, samples: Samples, model: str) -> Counters:
         encoder = model + ENCODER_SUFFIX
         return cls(
-            real_tokens=metric_sum(samples, "bge_encoder_tokens_total", model=encoder, kind="real"),
-            computed_tokens=metric_sum(samples, "bge_encoder_tokens_total", model=encoder, kind="computed"),
-            encoder_texts=metric_sum(samples, "bge_encoder_runs_total", model=encoder, kind="texts"),
-            encoder_runs=metric_sum(samples, "bge_encoder_runs_total", model=encoder, kind="runs"),
+            real_tokens=metric_sum(samples, REAL_TOKENS_METRIC, model=encoder),
+            computed_tokens=metric_sum(samples, COMPUTED_TOKENS_METRIC, model=encoder),
+            encoder_texts=metric_sum(samples, TEXTS_METRIC, model=encoder),
+            encoder_runs=metric_sum(samples, RUNS_METRIC, model=encoder),
             encoder_inferences=metric_sum(samples, "nv_inference_count", model=encoder),
             encoder_executions=metric_sum(samples, "nv_inference_exec_count", model=encoder),
             encoder_requests=metric_sum(samples, "nv_inference_request_success", model=encoder),

@@ -6,10 +6,19 @@ container runs the same ONNX file with the native onnxruntime backend instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from bge_model_repository.contract import EMBEDDING, ENCODER_INPUTS
+from bge_model_repository.contract import (
+    COMPUTED_TOKENS_METRIC,
+    EMBEDDING,
+    ENCODER_INPUTS,
+    REAL_TOKENS_METRIC,
+    RUNS_METRIC,
+    TEXTS_METRIC,
+)
 from bge_model_repository.encoder_runtime import (
     CpuEngine,
     default_intra_op_threads,
@@ -39,22 +48,18 @@ class TritonPythonModel:
         self.max_batch = max(model.max_batch_size, 1)
         self.max_tokens = params.max_batch_tokens
         self.pad_to_multiple_of = params.pad_to_multiple_of
-        family = pb_utils.MetricFamily(
-            name="bge_encoder_tokens_total",
-            description="Tokens through the encoder: real (attention_mask=1) and computed (padding included)",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
-        runs = pb_utils.MetricFamily(
-            name="bge_encoder_runs_total",
-            description="Encoder texts and engine sub-batch runs (mean batch = texts / runs)",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
         labels = {"model": model.name}
-        self.metric_real = family.Metric(labels={**labels, "kind": "real"})
-        self.metric_padded = family.Metric(labels={**labels, "kind": "computed"})
-        self.metric_texts = runs.Metric(labels={**labels, "kind": "texts"})
-        self.metric_runs = runs.Metric(labels={**labels, "kind": "runs"})
-        self._families = (family, runs)  # families must outlive their metrics
+
+        def counter(name: str, description: str) -> Any:
+            family = pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+            self._families.append(family)  # families must outlive their metrics
+            return family.Metric(labels=labels)
+
+        self._families: list[Any] = []
+        self.metric_real = counter(REAL_TOKENS_METRIC, "Tokens through the encoder with attention_mask = 1")
+        self.metric_padded = counter(COMPUTED_TOKENS_METRIC, "Tokens the encoder computed, padding included")
+        self.metric_texts = counter(TEXTS_METRIC, "Texts (rows) through the encoder")
+        self.metric_runs = counter(RUNS_METRIC, "Engine sub-batch runs of the encoder (mean batch = texts / runs)")
         self._self_check(model)
 
     def _self_check(self, model: ModelArgs) -> None:

@@ -29,14 +29,13 @@ nv_inference_exec_count{model="bge-tiny-encoder",version="1"} 2
 # TYPE nv_inference_queue_duration_us counter
 nv_inference_queue_duration_us{model="bge-tiny",version="1"} 2
 nv_inference_queue_duration_us{model="bge-tiny-encoder",version="1"} 4436
-# HELP bge_encoder_tokens_total Tokens through the encoder: real (attention_mask=1) and computed (padding included)
-# TYPE bge_encoder_tokens_total counter
-bge_encoder_tokens_total{kind="computed",model="bge-tiny-encoder"} 32
-bge_encoder_tokens_total{kind="real",model="bge-tiny-encoder"} 16
-# HELP bge_encoder_runs_total Encoder texts and engine sub-batch runs (mean batch = texts / runs)
+# HELP bge_encoder_computed_tokens_total Tokens the encoder computed, padding included
+# TYPE bge_encoder_computed_tokens_total counter
+bge_encoder_computed_tokens_total{model="bge-tiny-encoder"} 32
+bge_encoder_real_tokens_total{model="bge-tiny-encoder"} 16
 # TYPE bge_encoder_runs_total counter
-bge_encoder_runs_total{kind="runs",model="bge-tiny-encoder"} 2
-bge_encoder_runs_total{kind="texts",model="bge-tiny-encoder"} 3
+bge_encoder_runs_total{model="bge-tiny-encoder"} 2
+bge_encoder_texts_total{model="bge-tiny-encoder"} 3
 # TYPE nv_cpu_utilization gauge
 nv_cpu_utilization 0.25
 """
@@ -56,18 +55,18 @@ nv_inference_exec_count{model="bge-tiny",version="1"} 30
 nv_inference_exec_count{model="bge-tiny-encoder",version="1"} 22
 nv_inference_queue_duration_us{model="bge-tiny",version="1"} 50
 nv_inference_queue_duration_us{model="bge-tiny-encoder",version="1"} 82436
-bge_encoder_tokens_total{kind="computed",model="bge-tiny-encoder"} 12832
-bge_encoder_tokens_total{kind="real",model="bge-tiny-encoder"} 10256
-bge_encoder_runs_total{kind="runs",model="bge-tiny-encoder"} 22
-bge_encoder_runs_total{kind="texts",model="bge-tiny-encoder"} 163
-bge_encoder_tokens_total{kind="computed",model="other-encoder"} 99999
-bge_encoder_tokens_total{kind="real",model="other-encoder"} 1
+bge_encoder_computed_tokens_total{model="bge-tiny-encoder"} 12832
+bge_encoder_real_tokens_total{model="bge-tiny-encoder"} 10256
+bge_encoder_runs_total{model="bge-tiny-encoder"} 22
+bge_encoder_texts_total{model="bge-tiny-encoder"} 163
+bge_encoder_computed_tokens_total{model="other-encoder"} 99999
+bge_encoder_real_tokens_total{model="other-encoder"} 1
 """
 
 
 def test_parse_metrics_reads_samples_and_skips_comments() -> None:
     samples = parse_metrics(BEFORE)
-    key = ("bge_encoder_tokens_total", frozenset({("kind", "real"), ("model", "bge-tiny-encoder")}))
+    key = ("bge_encoder_real_tokens_total", frozenset({("model", "bge-tiny-encoder")}))
     assert samples[key] == 16.0
     assert samples[("nv_cpu_utilization", frozenset())] == 0.25
     assert not any(name.startswith("#") for name, _ in samples)
@@ -84,7 +83,7 @@ def test_parse_metrics_tolerates_escapes_timestamps_and_junk() -> None:
 def test_metric_sum_adds_every_matching_label_set() -> None:
     samples = parse_metrics(AFTER)
     assert metric_sum(samples, "nv_inference_request_failure", model="bge-tiny") == 1.0
-    assert metric_sum(samples, "bge_encoder_tokens_total", model="bge-tiny-encoder") == 12832 + 10256
+    assert metric_sum(samples, "bge_encoder_real_tokens_total", model="bge-tiny-encoder") == 10256
     assert metric_sum(samples, "no_such_metric") is None
 
 
