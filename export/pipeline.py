@@ -212,6 +212,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
         max_length=max_length,
         vocab_size=int(config.vocab_size),
         special_ids=SpecialIds.of(load_tokenizer(tokenizer_dir)),
+        pooling=source.pooling.value,
         input_names=tuple(input_names),
         settings=settings,
         self_check_min_cosine=settings.parity_threshold() if references is not None else None,

@@ -39,6 +39,7 @@ class RepositorySpec:
     max_length: int
     vocab_size: int
     special_ids: SpecialIds  # what the model's own token-id rows start and end with
+    pooling: str  # "cls" / "mean", from the model's sentence-transformers files
     input_names: tuple[str, ...]  # encoder inputs, in graph order
     settings: ExportSettings
     self_check_min_cosine: float | None = None
@@ -203,6 +204,8 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
             vocab_size=spec.vocab_size,
             cls_token_id=spec.special_ids.first,
             sep_token_id=spec.special_ids.last,
+            precision=spec.settings.precision.value,
+            pooling=spec.pooling,
         ),
     )
     return config

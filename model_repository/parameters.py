@@ -97,3 +97,6 @@ class EnsembleParameters(ConfigParameters):
     vocab_size: int | None = None
     cls_token_id: int | None = None
     sep_token_id: int | None = None
+    # what the encoder computes, for /info (None where the export predates them)
+    precision: str | None = None
+    pooling: str | None = None

@@ -31,12 +31,17 @@ ONLY_TRITONCLIENT_IMPORTER_IN_THE_GATEWAY = "bge_client.gateway.triton_backend"
 # Inside the gateway: the service and the layer below it never reach the HTTP surface or tritonclient.
 GATEWAY_LOWER = {
     "bge_client.gateway.inference": {"bge_client.gateway.errors"},
+    "bge_client.gateway.token_ids": {"bge_client.gateway.errors", "bge_client.gateway.inference"},
     "bge_client.gateway.service": {
+        "bge_client.gateway.cancellation",
+        "bge_client.gateway.dimensions",
         "bge_client.gateway.errors",
         "bge_client.gateway.inference",
         "bge_client.gateway.metrics",
         "bge_client.gateway.protocol",
         "bge_client.gateway.settings",
+        "bge_client.gateway.tei_protocol",
+        "bge_client.gateway.token_ids",
     },
 }
 

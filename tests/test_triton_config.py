@@ -31,6 +31,7 @@ def spec(**overrides: object) -> RepositorySpec:
         max_length=512,
         vocab_size=21128,
         special_ids=SpecialIds(101, 102),
+        pooling="cls",
         input_names=INPUTS,
         settings=settings,
     )
@@ -122,5 +123,11 @@ def test_the_ensemble_tells_callers_its_limit_instruction_and_token_rows() -> No
     values = {key: value.string_value for key, value in parse(render(config)).parameters.items()}
     read = EnsembleParameters.from_config(values)
     assert read == EnsembleParameters(
-        max_length=512, query_instruction="Q: ", vocab_size=21128, cls_token_id=101, sep_token_id=102
+        max_length=512,
+        query_instruction="Q: ",
+        vocab_size=21128,
+        cls_token_id=101,
+        sep_token_id=102,
+        precision="fp32",
+        pooling="cls",
     )

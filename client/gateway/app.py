@@ -21,6 +21,8 @@ from bge_client.gateway.middleware import (
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,
     MetricsMiddleware,
+    RequestIdMiddleware,
+    request_id_of,
 )
 from bge_client.gateway.routes import router
 from bge_client.gateway.service import EmbeddingService
@@ -98,32 +100,32 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
     app.include_router(router)
     app.openapi = lambda: _without_422(app)  # type: ignore[method-assign]
 
-    def respond(error: GatewayError) -> Response:
+    def respond(request: Request, error: GatewayError) -> Response:
         metrics.count_error(error.kind.value)
-        return render(error)
+        return render(error, request.url.path)
 
     @app.exception_handler(GatewayError)
-    async def on_gateway_error(_: Request, exc: GatewayError) -> Response:
-        return respond(exc)
+    async def on_gateway_error(request: Request, exc: GatewayError) -> Response:
+        return respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         message, param = validation_message(list(exc.errors()))
-        return respond(GatewayError(ErrorKind.VALIDATION, message, param=param))
+        return respond(request, GatewayError(ErrorKind.VALIDATION, message, param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = str(exc.detail)
         if exc.status_code == 400 and exc.__cause__ is not None:
             # FastAPI's "There was an error parsing the body" hides why: not UTF-8, nested too deep, an
             # integer of thousands of digits. The cause says it in plain words.
             detail = f"the request body could not be parsed as JSON: {str(exc.__cause__)[:200]}"
-        return respond(from_http_status(exc.status_code, detail, exc.headers))
+        return respond(request, from_http_status(exc.status_code, detail, exc.headers))
 
     @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error")
-        return respond(GatewayError(ErrorKind.BACKEND, f"internal error: {type(exc).__name__}"))
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error (request %s)", request_id_of(request.scope))
+        return respond(request, GatewayError(ErrorKind.BACKEND, f"internal error: {type(exc).__name__}"))
 
     # Added last = runs first: count everything, then authenticate, then bound the body, then watch the
     # connection while the handler runs.
@@ -132,4 +134,5 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app

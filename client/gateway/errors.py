@@ -2,7 +2,8 @@
 
 Every failure, whether raised by validation, auth, the body limit, the service or Triton, ends up as a
 `GatewayError` and leaves through `render`, so clients always see OpenAI's
-`{"error": {"message", "type", "param", "code"}}` body.
+`{"error": {"message", "type", "param", "code"}}` body, or on TEI's own routes (`TEI_PATHS`) TEI's
+`{"error": message, "error_type": kind}`, with the same status either way.
 """
 
 from __future__ import annotations
@@ -38,22 +39,26 @@ class ErrorSpec:
     status: int
     type: str
     code: str
+    tei_type: str = "Validation"  # text-embeddings-inference's `error_type`
 
 
 ERROR_TABLE: dict[ErrorKind, ErrorSpec] = {
     ErrorKind.VALIDATION: ErrorSpec(400, "invalid_request_error", "invalid_value"),
-    ErrorKind.UNAUTHENTICATED: ErrorSpec(401, "authentication_error", "invalid_api_key"),
-    ErrorKind.MODEL_NOT_FOUND: ErrorSpec(404, "invalid_request_error", "model_not_found"),
-    ErrorKind.NOT_FOUND: ErrorSpec(404, "invalid_request_error", "not_found"),
+    ErrorKind.UNAUTHENTICATED: ErrorSpec(401, "authentication_error", "invalid_api_key", "Unauthorized"),
+    ErrorKind.MODEL_NOT_FOUND: ErrorSpec(404, "invalid_request_error", "model_not_found", "NotFound"),
+    ErrorKind.NOT_FOUND: ErrorSpec(404, "invalid_request_error", "not_found", "NotFound"),
     ErrorKind.METHOD_NOT_ALLOWED: ErrorSpec(405, "invalid_request_error", "method_not_allowed"),
     ErrorKind.PAYLOAD_TOO_LARGE: ErrorSpec(413, "invalid_request_error", "payload_too_large"),
-    ErrorKind.OVERLOADED: ErrorSpec(429, "rate_limit_error", "rate_limit_exceeded"),
-    ErrorKind.BACKEND: ErrorSpec(500, "server_error", "backend_error"),
-    ErrorKind.UNAVAILABLE: ErrorSpec(503, "server_error", "service_unavailable"),
-    ErrorKind.TIMEOUT: ErrorSpec(504, "server_error", "timeout"),
+    ErrorKind.OVERLOADED: ErrorSpec(429, "rate_limit_error", "rate_limit_exceeded", "Overloaded"),
+    ErrorKind.BACKEND: ErrorSpec(500, "server_error", "backend_error", "Backend"),
+    ErrorKind.UNAVAILABLE: ErrorSpec(503, "server_error", "service_unavailable", "Unhealthy"),
+    ErrorKind.TIMEOUT: ErrorSpec(504, "server_error", "timeout", "Backend"),
     # nginx's code for "the client closed the connection first": only ever a metrics label, never sent.
     ErrorKind.CLIENT_CLOSED: ErrorSpec(499, "invalid_request_error", "client_closed_request"),
 }
+
+TEI_PATHS = frozenset({"/embed", "/info"})
+"""Routes in text-embeddings-inference's shape: their errors use TEI's body too."""
 
 RETRY_AFTER_S = 1
 """Sent with every 429: overload clears in about one batch time, so callers should come back soon."""
@@ -81,17 +86,21 @@ def error_body(error: GatewayError) -> dict[str, dict[str, str | None]]:
     return {"error": {"message": error.message, "type": spec.type, "param": error.param, "code": spec.code}}
 
 
-def render(error: GatewayError) -> Response:
-    """The only place an error becomes an HTTP response (status, body and headers)."""
+def tei_error_body(error: GatewayError) -> dict[str, str]:
+    return {"error": error.message, "error_type": ERROR_TABLE[error.kind].tei_type}
+
+
+def render(error: GatewayError, path: str = "") -> Response:
+    """The only place an error becomes an HTTP response (status, body and headers); `path` picks the body's
+    shape (TEI's on `TEI_PATHS`, OpenAI's elsewhere)."""
     spec = ERROR_TABLE[error.kind]
     headers = dict(error.headers)
     if error.kind is ErrorKind.OVERLOADED:
         headers["Retry-After"] = str(RETRY_AFTER_S)
     elif error.kind is ErrorKind.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = "Bearer"
-    return Response(
-        orjson.dumps(error_body(error)), status_code=spec.status, headers=headers, media_type="application/json"
-    )
+    body = tei_error_body(error) if path in TEI_PATHS else error_body(error)
+    return Response(orjson.dumps(body), status_code=spec.status, headers=headers, media_type="application/json")
 
 
 def from_http_status(status: int, detail: str, headers: Mapping[str, str] | None = None) -> GatewayError:

@@ -45,6 +45,8 @@ class ModelInfo:
     vocab_size: int | None = None
     cls_token_id: int | None = None
     sep_token_id: int | None = None
+    precision: str | None = None  # fp32 / fp16 / int8, as exported
+    pooling: str | None = None  # cls / mean
 
 
 class Backend(Protocol):
@@ -61,6 +63,9 @@ class Backend(Protocol):
         self, texts: Sequence[str], truncate: Truncate, deadline: Deadline
     ) -> tuple[np.ndarray, np.ndarray]:
         """float32 [n, D] vectors and int [n] token counts."""
+
+    async def tokenize(self, texts: Sequence[str], truncate: Truncate, deadline: Deadline) -> list[list[int]]:
+        """Each text's token ids as the model's tokenizer gives them to the encoder (same truncation)."""
 
     async def embed_token_ids(self, ids: Sequence[Sequence[int]], deadline: Deadline) -> np.ndarray:
         """float32 [n, D] vectors for token-id rows."""

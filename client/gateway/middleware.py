@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,14 +20,68 @@ from bge_client.gateway.metrics import Metrics
 PUBLIC_PATHS = frozenset({"/health"})
 """Reachable without the API key: orchestrators probe health without secrets."""
 
-ROUTE_LABELS = frozenset({"/v1/embeddings", "/v1/models", "/health", "/metrics"})
+ROUTE_LABELS = frozenset(
+    {"/v1/embeddings", "/v1/models", "/health", "/metrics", "/tokenize", "/embed", "/info", "/version"}
+)
 """Metric labels are limited to known routes so fuzzed paths cannot blow up cardinality."""
+
+MODEL_ROUTE = "/v1/models/{model}"
+"""`GET /v1/models/<id>`, one label whatever the id."""
+
+
+def route_label(path: str) -> str:
+    if path in ROUTE_LABELS:
+        return path
+    return MODEL_ROUTE if path.startswith("/v1/models/") else "other"
+
+
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+"""What a caller's own id may look like to be echoed back (no header injection, bounded length)."""
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id (set by `RequestIdMiddleware`), for logs."""
+    return str(scope.get("state", {}).get("request_id", "-"))
+
+
+def request_started(scope: Scope) -> float:
+    """When the gateway received the request (``time.perf_counter()``), for the timing headers."""
+    return float(scope.get("state", {}).get("started", time.perf_counter()))
+
+
+class RequestIdMiddleware:
+    """Gives every request an id and echoes it as ``X-Request-Id`` on the answer (errors included).
+
+    A caller's own ``X-Request-Id`` is kept when it is a plain token; otherwise a new one is made, so
+    one id follows the request through the caller's logs and the gateway's.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER, b"")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+        state = scope.setdefault("state", {})
+        state["request_id"], state["started"] = request_id.decode(), time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER, request_id)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 async def reject(error: GatewayError, metrics: Metrics, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer with the one error renderer and count the reason."""
     metrics.count_error(error.kind.value)
-    await render(error)(scope, receive, send)
+    await render(error, scope.get("path", ""))(scope, receive, send)
 
 
 CLIENT_CLOSED_STATUS = ERROR_TABLE[ErrorKind.CLIENT_CLOSED].status
@@ -48,7 +104,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        route = path if path in ROUTE_LABELS else "other"
+        route = route_label(path)
         status = 0
         start = time.perf_counter()
 

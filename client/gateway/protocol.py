@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
 from bge_model_repository.contract import DEFAULT_TRUNCATE, Truncate
@@ -21,6 +21,9 @@ MAX_TOKEN_ID = 2**31 - 1
 """Bound for token ids in the schema: keeps them in int64 (and int32) without an overflow."""
 
 EncodingFormat = Literal["float", "base64"]
+DEFAULT_ENCODING_FORMAT: EncodingFormat = "float"
+NullMeansDefault = BeforeValidator(lambda value: DEFAULT_ENCODING_FORMAT if value is None else value)
+"""OpenAI treats `"encoding_format": null` as the default (some clients send it so)."""
 InputType = Literal["query", "passage"]
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
@@ -108,14 +111,20 @@ class TokenInputs:
 
 
 class EmbeddingRequest(OpenAIBaseModel):
-    """`POST /v1/embeddings` body: OpenAI's fields plus `input_type` and `truncate`."""
+    """`POST /v1/embeddings` body: OpenAI's fields plus `input_type` and `truncate`.
+
+    Unknown fields are kept (``model_extra``) to be named back to the caller, not rejected: clients
+    and proxies add provider-specific fields, and a misspelt one must not pass unnoticed either.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow")
 
     model: StrictStr = Field(description="Served model name, e.g. bge-large-zh-v1.5.")
     input: Annotated[EmbeddingInput, PlainValidator(parse_input, json_schema_input_type=EmbeddingInput)] = Field(
         description=f"Text or token ids to embed: {_INPUT_SHAPES}."
     )
-    encoding_format: EncodingFormat = Field(
-        "float", description="`float` lists or `base64` of little-endian float32 bytes."
+    encoding_format: Annotated[EncodingFormat, NullMeansDefault] = Field(
+        DEFAULT_ENCODING_FORMAT, description="`float` lists or `base64` of little-endian float32 bytes (null: float)."
     )
     dimensions: Annotated[StrictInt, Field(gt=0)] | None = Field(
         None, description="Output size; the native size, or a configured Matryoshka size."
@@ -140,6 +149,32 @@ class EmbeddingRequest(OpenAIBaseModel):
         if isinstance(value[0], int):
             return TokenInputs([list(value)])  # type: ignore[arg-type]
         return TokenInputs([list(row) for row in value])  # type: ignore[union-attr]
+
+    def unknown_fields(self) -> list[str]:
+        """Fields of the body this API does not have (ignored), e.g. a misspelt `encoding_fromat`."""
+        return sorted(self.model_extra or {})
+
+
+class TokenizeRequest(OpenAIBaseModel):
+    """`POST /tokenize` (vLLM's shape): the model's tokens for one text, truncated as for embedding."""
+
+    model: StrictStr | None = Field(None, description="Served model name (optional, as in vLLM).")
+    prompt: NonEmptyStr = Field(description="The text to tokenize.")
+    add_special_tokens: StrictBool = Field(True, description="Keep [CLS]/[SEP] (what the encoder sees).")
+    truncate: Truncate = Field(DEFAULT_TRUNCATE, strict=False, description="As for /v1/embeddings.")
+
+
+class TokenizeResponse(OpenAIBaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+
+
+class Version(OpenAIBaseModel):
+    """`GET /version`: this gateway's version and the Triton behind it."""
+
+    version: str
+    triton_version: str | None = None
 
 
 class Embedding(OpenAIBaseModel):

@@ -7,10 +7,10 @@ unit tests can exercise this logic with a stand-in while integration tests use t
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -18,15 +18,26 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bge_client.batching import Dedup, chunk_slices, gather_or_cancel
+from bge_client.gateway.cancellation import cancellation_decision
+from bge_client.gateway.dimensions import resolve_dimensions, shorten
 from bge_client.gateway.errors import ErrorKind, GatewayError
 from bge_client.gateway.inference import Backend, Deadline, ModelInfo
 from bge_client.gateway.metrics import Metrics
-from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs
+from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs, Version
 from bge_client.gateway.settings import CancelMode, GatewaySettings
+from bge_client.gateway.tei_protocol import EmbeddingModel, Info, ModelType, dtype_name
 from bge_client.gateway.token_ids import TokenRowRule
 from bge_model_repository.contract import RowError, Truncate
 
 log = logging.getLogger("bge-gateway")
+
+MAX_UNKNOWN_FIELDS_REMEMBERED = 1000
+"""Unknown field names logged (once each) before the gateway stops saying: fuzzers send endless new ones."""
+
+try:
+    VERSION = importlib.metadata.version("bge-triton")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree without installing
+    VERSION = "0+unknown"
 
 T = TypeVar("T")
 
@@ -45,58 +56,18 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-SAFE_CANCELLATION_VERSION = (2, 53)
-"""Triton 2.53 (release 24.12) fixed the SIGSEGV on a gRPC cancellation racing a request's completion
-(triton-inference-server/server#7368); older servers crash about once in a few thousand cancellations."""
-
-
-def cancellation_decision(mode: CancelMode, server_version: str) -> tuple[bool, str]:
-    """Whether to cancel in-flight Triton calls of abandoned requests, and why, for the start-up log."""
-    if mode is not CancelMode.AUTO:
-        return mode is CancelMode.TRUE, f"cancel_triton_calls={mode.value}"
-    parts = re.findall(r"\d+", server_version)[:2]
-    if len(parts) < 2:
-        return False, f"Triton reports no usable version ({server_version!r}); assuming an old one"
-    if (int(parts[0]), int(parts[1])) >= SAFE_CANCELLATION_VERSION:
-        return True, f"Triton {server_version} cancels safely"
-    return False, (
-        f"Triton {server_version} < 2.53 can crash on gRPC cancellations (server#7368); their calls finish instead"
-    )
-
-
 @dataclass(frozen=True)
 class EmbeddingResult:
     """Vectors in input order and each input's real token count."""
 
     vectors: np.ndarray  # float32 [n, dim]
     num_tokens: np.ndarray  # int64 [n]
+    inference_s: float = 0.0  # wall time of the request's Triton calls, first sent to last answered
+    characters: int = 0  # of the text inputs (0 for token ids)
 
     @property
     def prompt_tokens(self) -> int:
         return int(self.num_tokens.sum())
-
-
-def resolve_dimensions(requested: int | None, native: int, matryoshka: Sequence[int]) -> int:
-    """Output size for a request: native, or a configured Matryoshka size; anything else is a 400."""
-    if requested is None or requested == native:
-        return native
-    if requested in matryoshka and requested < native:
-        return requested
-    if matryoshka:
-        allowed = ", ".join(str(d) for d in [*matryoshka, native] if d <= native)
-        hint = f"this model can return {allowed} dimensions"
-    else:
-        hint = f"this model only returns its native {native} dimensions (it is not configured as Matryoshka)"
-    raise GatewayError(ErrorKind.VALIDATION, f"dimensions={requested} is not supported: {hint}", param="dimensions")
-
-
-def shorten(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """Matryoshka: keep the first `dim` components and L2-normalize again."""
-    if dim == vectors.shape[1]:
-        return vectors
-    cut = vectors[:, :dim]
-    norms = np.linalg.norm(cut, axis=1, keepdims=True)
-    return (cut / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32)
 
 
 class EmbeddingService:
@@ -110,6 +81,7 @@ class EmbeddingService:
         self.created = int(time.time())
         self._in_flight = 0
         self._leftovers: set[asyncio.Task[None]] = set()
+        self._unknown_fields_seen: set[str] = set()
         self.cancel_calls = settings.cancel_triton_calls is CancelMode.TRUE
 
     async def load_info(self) -> ModelInfo:
@@ -159,14 +131,74 @@ class EmbeddingService:
             dim=info.dim,
         )
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        """Validate against the settings, then embed; 429 at once when too many requests are in flight."""
-        if request.model != self.settings.public_model_name:
+    def check_model(self, model: str | None) -> None:
+        """404 unless `model` (when given) is the served one."""
+        if model is not None and model != self.settings.public_model_name:
             raise GatewayError(
                 ErrorKind.MODEL_NOT_FOUND,
-                f"The model '{request.model}' does not exist; this server serves '{self.settings.public_model_name}'",
+                f"The model '{model}' does not exist; this server serves '{self.settings.public_model_name}'",
                 param="model",
             )
+
+    def note_unknown_fields(self, fields: list[str]) -> None:
+        """Log each unknown request field once (they are also named back in a response header)."""
+        new = [name for name in fields if name not in self._unknown_fields_seen]
+        if new and len(self._unknown_fields_seen) < MAX_UNKNOWN_FIELDS_REMEMBERED:
+            self._unknown_fields_seen.update(new)
+            log.warning(
+                "requests carry fields this API does not have, ignored: %s (said once per field; each "
+                "answer names them in the X-Ignored-Fields header)",
+                ", ".join(repr(name[:64]) for name in new[:10]),
+            )
+
+    async def tei_info(self) -> Info:
+        """TEI's /info from the served model's config and these settings."""
+        info = await self.load_info()
+        return Info(
+            model_id=self.settings.public_model_name,
+            model_dtype=dtype_name(info.precision),
+            model_type=ModelType(embedding=EmbeddingModel(pooling=info.pooling or "unknown")),
+            max_concurrent_requests=self.settings.max_concurrent_requests,
+            max_input_length=info.max_length,
+            max_batch_requests=info.max_batch_size,
+            max_client_batch_size=self.settings.max_inputs,
+            version=VERSION,
+        )
+
+    async def version(self) -> Version:
+        try:
+            triton = (await self.load_info()).server_version or None
+        except GatewayError:
+            triton = None  # /version answers while Triton is down
+        return Version(version=VERSION, triton_version=triton)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Validate against the settings, then embed; 429 at once when too many requests are in flight."""
+        self.check_model(request.model)
+        self.note_unknown_fields(request.unknown_fields())
+        return await self._admitted(partial(self._embed, request))
+
+    async def embed_texts(self, texts: list[str], truncate: Truncate, dimensions: int | None) -> EmbeddingResult:
+        """Texts embedded as they are (TEI's /embed), under the same limits as /v1/embeddings."""
+        return await self._admitted(partial(self._embed_plain_texts, texts, truncate, dimensions))
+
+    async def tokenize(self, text: str, truncate: Truncate) -> list[int]:
+        """The token ids the encoder would see for `text` (the model's tokenizer, in Triton)."""
+
+        async def run(scope: RequestScope) -> list[int]:
+            try:
+                (ids,) = await self._timed(partial(self.backend.tokenize, [text], truncate, scope.deadline), scope)
+            except GatewayError as exc:
+                row = RowError.find(exc.message) if exc.kind is ErrorKind.VALIDATION else None
+                if row is None:
+                    raise
+                raise GatewayError(exc.kind, f"prompt {row.problem}", param="prompt") from None
+            return ids
+
+        return await self._admitted(run)
+
+    async def _admitted(self, work: Callable[[RequestScope], Awaitable[T]]) -> T:
+        """Run `work` holding one of max_concurrent_requests slots, or 429 at once."""
         if self._in_flight >= self.settings.max_concurrent_requests:
             raise GatewayError(
                 ErrorKind.OVERLOADED,
@@ -177,7 +209,7 @@ class EmbeddingService:
         self.metrics.admitted.set(self._in_flight)
         scope = RequestScope(deadline=Deadline.after(self.settings.request_timeout_s))
         try:
-            return await self._embed(request, scope)
+            return await work(scope)
         finally:
             self._release(scope)
 
@@ -206,37 +238,56 @@ class EmbeddingService:
         if self._leftovers:
             await asyncio.wait(set(self._leftovers), timeout=timeout_s)
 
-    async def _embed(self, request: EmbeddingRequest, scope: RequestScope) -> EmbeddingResult:
-        inputs = request.inputs()
-        count = len(inputs.texts) if isinstance(inputs, TextInputs) else len(inputs.ids)
+    def _check_count(self, count: int) -> None:
         if count > self.settings.max_inputs:
             raise GatewayError(
                 ErrorKind.VALIDATION,
                 f"input has {count} items, more than the limit of {self.settings.max_inputs}",
                 param="input",
             )
-        info = await self.load_info()
-        dim = resolve_dimensions(request.dimensions, info.dim, self.settings.matryoshka_dims)
+
+    async def _embed(self, request: EmbeddingRequest, scope: RequestScope) -> EmbeddingResult:
+        inputs = request.inputs()
         if isinstance(inputs, TextInputs):
             texts = inputs.texts
             if request.input_type == "query":
+                info = await self.load_info()
                 instruction = self.settings.query_instruction
                 texts = [(info.query_instruction if instruction is None else instruction) + t for t in texts]
-            vectors, num_tokens = await self._embed_texts(texts, request.truncate, info.max_batch_size, scope)
-        else:
-            if request.input_type == "query":
-                raise GatewayError(
-                    ErrorKind.VALIDATION,
-                    "input_type=query needs text input: the instruction cannot be added to "
-                    "token ids; prepend its tokens yourself",
-                    param="input_type",
-                )
-            rule = TokenRowRule.of(self.settings.public_model_name, info, self.settings.raw_token_ids)
-            rows = rule.check(inputs.ids, request.truncate)
-            vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size, scope)
-        self.metrics.texts.inc(count)
+            return await self._embed_plain_texts(texts, request.truncate, request.dimensions, scope)
+        self._check_count(len(inputs.ids))
+        info = await self.load_info()
+        dim = resolve_dimensions(request.dimensions, info.dim, self.settings.matryoshka_dims)
+        if request.input_type == "query":
+            raise GatewayError(
+                ErrorKind.VALIDATION,
+                "input_type=query needs text input: the instruction cannot be added to "
+                "token ids; prepend its tokens yourself",
+                param="input_type",
+            )
+        rule = TokenRowRule.of(self.settings.public_model_name, info, self.settings.raw_token_ids)
+        rows = rule.check(inputs.ids, request.truncate)
+        start = time.perf_counter()
+        vectors, num_tokens = await self._embed_token_ids(rows, info.encoder_max_batch_size, scope)
+        return self._result(vectors, num_tokens, dim, time.perf_counter() - start, 0)
+
+    async def _embed_plain_texts(
+        self, texts: list[str], truncate: Truncate, dimensions: int | None, scope: RequestScope
+    ) -> EmbeddingResult:
+        self._check_count(len(texts))
+        info = await self.load_info()
+        dim = resolve_dimensions(dimensions, info.dim, self.settings.matryoshka_dims)
+        start = time.perf_counter()
+        vectors, num_tokens = await self._embed_texts(texts, truncate, info.max_batch_size, scope)
+        return self._result(vectors, num_tokens, dim, time.perf_counter() - start, sum(map(len, texts)))
+
+    def _result(
+        self, vectors: np.ndarray, num_tokens: np.ndarray, dim: int, inference_s: float, characters: int
+    ) -> EmbeddingResult:
+        self.metrics.texts.inc(len(num_tokens))
         self.metrics.tokens.inc(int(num_tokens.sum()))
-        return EmbeddingResult(vectors=shorten(vectors, dim), num_tokens=num_tokens)
+        self.metrics.tokens_per_request.observe(int(num_tokens.sum()))
+        return EmbeddingResult(shorten(vectors, dim), num_tokens, inference_s, characters)
 
     async def _timed(self, call: Callable[[], Awaitable[T]], scope: RequestScope) -> T:
         """One Triton call, timed. Unless `cancel_calls` (`cancellation_decision`), it is shielded: a request

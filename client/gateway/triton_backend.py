@@ -20,12 +20,14 @@ from bge_client.gateway.inference import Deadline, ModelInfo
 from bge_client.model_config import read_model_facts
 from bge_model_repository.contract import (
     EMBEDDING,
+    INPUT_IDS,
     NUM_TOKENS,
     TEXT,
     TRUNCATE_PARAMETER,
     Truncate,
     encoder_model,
     is_queue_full,
+    tokenizer_model,
 )
 
 CONTROL_TIMEOUT_S = 5.0
@@ -86,6 +88,7 @@ class TritonBackend:
         self.url = url
         self.model = model
         self.encoder = encoder_model(model)
+        self.tokenizer = tokenizer_model(model)
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
 
@@ -156,6 +159,8 @@ class TritonBackend:
             vocab_size=parameters.vocab_size,
             cls_token_id=parameters.cls_token_id,
             sep_token_id=parameters.sep_token_id,
+            precision=parameters.precision,
+            pooling=parameters.pooling,
         )
 
     async def _server_version(self) -> str:
@@ -184,6 +189,25 @@ class TritonBackend:
         except InferenceServerException as exc:
             raise self._error(exc, doing) from None
         return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
+
+    async def tokenize(self, texts: Sequence[str], truncate: Truncate, deadline: Deadline) -> list[list[int]]:
+        data = text_array(texts)
+        tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        outputs = [grpcclient.InferRequestedOutput(INPUT_IDS), grpcclient.InferRequestedOutput(NUM_TOKENS)]
+        doing = f"tokenizing {len(texts)} texts"
+        try:
+            result = await self._client.infer(
+                self.tokenizer,
+                [tensor],
+                outputs=outputs,
+                parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
+                client_timeout=self._deadline_s(doing, deadline),
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, doing) from None
+        ids, counts = result.as_numpy(INPUT_IDS), result.as_numpy(NUM_TOKENS).reshape(-1)
+        return [row[:count].tolist() for row, count in zip(ids, counts, strict=True)]
 
     async def embed_token_ids(self, ids: Sequence[Sequence[int]], deadline: Deadline) -> np.ndarray:
         tensors = []

@@ -17,10 +17,21 @@ from schemathesis import Case, CheckContext, GenerationMode, Response
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 MAX_EXAMPLES = 60
-OPERATIONS = [("POST", "/v1/embeddings"), ("GET", "/v1/models"), ("GET", "/health"), ("GET", "/metrics")]
+OPERATIONS = [
+    ("POST", "/v1/embeddings"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model}"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("POST", "/tokenize"),
+    ("POST", "/embed"),
+    ("GET", "/info"),
+    ("GET", "/version"),
+]
 CASES = [(method, path, GenerationMode.POSITIVE) for method, path in OPERATIONS] + [
-    ("POST", "/v1/embeddings", GenerationMode.NEGATIVE)
+    (method, path, GenerationMode.NEGATIVE) for method, path in OPERATIONS if method == "POST"
 ]  # the GETs take no input to get wrong
+RANDOM_IDS_MISS = {"/v1/models/{model}"}  # a generated model id is not the served one: 404 is the right answer
 
 
 # Replaced by the check below; and schema-valid requests may still be refused with a 400 on purpose
@@ -70,7 +81,7 @@ def test_gateway_conforms_to_its_openapi(
         statuses.append(response.status_code)
 
     exercise()
-    if mode is GenerationMode.POSITIVE:
+    if mode is GenerationMode.POSITIVE and path not in RANDOM_IDS_MISS:
         assert 200 in statuses, sorted(set(statuses))  # the fuzzing reached Triton, not only validation
 
 

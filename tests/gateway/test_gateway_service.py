@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from fake_backend import DIM, FakeBackend, vector_for
 
+from bge_client.gateway.dimensions import resolve_dimensions, shorten
 from bge_client.gateway.errors import ErrorKind, GatewayError
 from bge_client.gateway.inference import Deadline
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest
-from bge_client.gateway.service import EmbeddingService, resolve_dimensions, shorten
+from bge_client.gateway.service import EmbeddingService
 from bge_client.gateway.settings import GatewaySettings
 
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from bge_client.gateway.service import cancellation_decision
+from bge_client.gateway.cancellation import cancellation_decision
 from bge_client.gateway.settings import GatewaySettings
 
 
