@@ -89,10 +89,57 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+LONG_TEXT_CHARS = 32_768
+"""Texts longer than this are tokenized from a window at the end that truncation keeps, not whole: a 5 MB
+text would otherwise cost seconds and about a gigabyte in the tokenizer before 512 tokens are kept."""
+
+CUT_MARGIN_CHARS = 1_000
+"""Tokens that start (END) or end (START) this close to a window's cut are recomputed from a bigger window:
+only they can belong to a word the cut split. BERT's WordPiece turns any word over 100 characters into one
+[UNK], so a margin over 100 makes the windowed result identical to tokenizing the whole text."""
+
+
+def _window(tokenizer: Tokenizer, text: str, tokens: int, keep_end: bool) -> str | None:
+    """The smallest window (doubled from a few thousand characters) at the start of `text` (the end, with
+    `keep_end`) whose first (last) `tokens` tokens, special tokens counted, are those of the whole text;
+    None if only the whole text will do."""
+    window = max(4 * tokens, 2 * CUT_MARGIN_CHARS)
+    tokenizer.no_truncation()
+    while window + CUT_MARGIN_CHARS < len(text):
+        piece = text[-window:] if keep_end else text[:window]
+        encoding = tokenizer.encode(piece, add_special_tokens=True)
+        pairs = zip(encoding.special_tokens_mask, encoding.offsets, strict=True)
+        if keep_end:
+            safe = sum(1 for special, (_, end) in pairs if special or end > CUT_MARGIN_CHARS)
+        else:
+            safe = sum(1 for special, (start, _) in pairs if special or start < window - CUT_MARGIN_CHARS)
+        if safe >= tokens:
+            return piece
+        window *= 4
+    return None
+
+
 def encode(
     tokenizer: Tokenizer, texts: list[str], max_length: int, truncate: Truncate = DEFAULT_TRUNCATE
 ) -> list[Encoding]:
-    """Tokenize with special tokens, cut at `max_length` (special tokens included)."""
+    """Tokenize with special tokens, cut at `max_length` (special tokens included).
+
+    Texts over LONG_TEXT_CHARS are tokenized from the window truncation keeps (`_window`), with the same
+    result; with truncate=NONE such a text is refused as soon as a window shows it is over the limit.
+    """
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if len(text) <= LONG_TEXT_CHARS:
+            continue
+        if truncate is Truncate.NONE:
+            if _window(tokenizer, text, max_length + 1, keep_end=False) is not None:
+                raise InputError.in_row(
+                    i,
+                    f"has more than {max_length} tokens ({len(text)} characters), over the model's limit of "
+                    f"{max_length}; send it with truncate END or START, or split it",
+                )
+        else:
+            texts[i] = _window(tokenizer, text, max_length, keep_end=truncate is Truncate.START) or text
     if truncate is Truncate.NONE:
         tokenizer.no_truncation()
     else:

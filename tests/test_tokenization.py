@@ -109,3 +109,53 @@ def test_a_tokenizer_without_special_tokens_has_no_special_ids() -> None:
     bare = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
     bare.pre_tokenizer = pre_tokenizers.Whitespace()
     assert SpecialIds.of(bare) == SpecialIds(None, None)
+
+
+def _long_texts(seed: int) -> list[str]:
+    """Long texts of the kinds that could trip a windowed cut: CJK, words, punctuation, runs of spaces,
+    words of 90-200 letters (WordPiece's [UNK] limit is 100), emoji, and all of it mixed."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["今天天气怎么样", "hello", "world", "，", "。", " ", "   ", "\n", "🙂", "Ünïcödé", "x" * 95, "y" * 180]
+    texts = []
+    for _ in range(6):
+        size = rng.choice([40_000, 90_000, 300_000])
+        chunks, total = [], 0
+        while total < size:
+            chunk = rng.choice(pieces) + rng.choice(["", " "])
+            chunks.append(chunk)
+            total += len(chunk)
+        texts.append("".join(chunks))
+    texts.append(" " * 100_000 + "今天天气怎么样" + " " * 100_000)  # few tokens in many characters
+    texts.append("z" * 200_000)  # one enormous word: one [UNK]
+    return texts
+
+
+@pytest.mark.parametrize("truncate", [Truncate.END, Truncate.START])
+def test_long_texts_tokenize_from_a_window_exactly_as_whole(tokenizer, truncate: Truncate) -> None:
+    from bge_model_repository import tokenization
+
+    texts = _long_texts(seed=1)
+    windowed = [e.ids for e in tokenization.encode(tokenizer, texts, 512, truncate)]
+    tokenizer.enable_truncation(max_length=512, direction="right" if truncate is Truncate.END else "left")
+    whole = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=True)]
+    assert windowed == whole
+    assert all(len(ids) <= 512 for ids in windowed)
+
+
+def test_a_five_megabyte_text_is_cut_in_milliseconds(tokenizer) -> None:
+    import resource
+    import time
+
+    text = "天气" * 2_621_440  # 5 MiB of characters, ~5.2M tokens if tokenized whole
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    batch = tokenize(tokenizer, [text], 512)
+    elapsed = time.perf_counter() - start
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert batch.num_tokens.tolist() == [[512]]
+    assert elapsed < 1.0, elapsed  # whole: 14 s on the 2-core dev box (2026-12-02)
+    assert grown_mb < 100, grown_mb  # whole: +3.4 GB peak
+    with pytest.raises(InputError, match=r"text 0 has more than 512 tokens \(5242880 characters\)"):
+        tokenize(tokenizer, [text], 512, Truncate.NONE)

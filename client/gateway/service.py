@@ -185,6 +185,8 @@ class EmbeddingService:
     async def tokenize(self, text: str, truncate: Truncate) -> list[int]:
         """The token ids the encoder would see for `text` (the model's tokenizer, in Triton)."""
 
+        self._check_sizes([text])
+
         async def run(scope: RequestScope) -> list[int]:
             try:
                 (ids,) = await self._timed(partial(self.backend.tokenize, [text], truncate, scope.deadline), scope)
@@ -238,6 +240,17 @@ class EmbeddingService:
         if self._leftovers:
             await asyncio.wait(set(self._leftovers), timeout=timeout_s)
 
+    def _check_sizes(self, texts: list[str]) -> None:
+        limit = self.settings.max_input_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise GatewayError(
+                    ErrorKind.VALIDATION,
+                    f"input[{i}] has {len(text)} characters, over the limit of {limit}: the model reads only its "
+                    "first 512 tokens, so split long documents into chunks (operators: BGE_GATEWAY_MAX_INPUT_CHARS)",
+                    param="input",
+                )
+
     def _check_count(self, count: int) -> None:
         if count > self.settings.max_inputs:
             raise GatewayError(
@@ -275,6 +288,7 @@ class EmbeddingService:
         self, texts: list[str], truncate: Truncate, dimensions: int | None, scope: RequestScope
     ) -> EmbeddingResult:
         self._check_count(len(texts))
+        self._check_sizes(texts)
         info = await self.load_info()
         dim = resolve_dimensions(dimensions, info.dim, self.settings.matryoshka_dims)
         start = time.perf_counter()

@@ -59,6 +59,12 @@ class GatewaySettings(BaseSettings):
         "its gRPC deadline, so Triton drops the work too. Past it the client gets 504.",
     )
     max_inputs: int = Field(2048, gt=0, description="Most inputs in one request (OpenAI's limit is 2048).")
+    max_input_chars: int = Field(
+        100_000,
+        gt=0,
+        description="Longest text, in characters; longer ones get 400 at once. The model reads 512 tokens "
+        "(1,000-2,500 characters), so a longer text is a document to split, not to embed whole.",
+    )
     max_concurrent_requests: int = Field(
         256,
         gt=0,

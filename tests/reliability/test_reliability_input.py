@@ -193,3 +193,40 @@ def test_random_bytes_never_crash_the_tokenizer(triton: SharedTriton, role: str)
     after = reference_vectors(triton.grpc_url, triton.model_name, texts, triton.max_batch_size)
     for text in texts:
         np.testing.assert_allclose(after[text], before[text], atol=1e-5)
+
+
+FIVE_MB_TEXT = "天气" * 873_814  # 5.24 MB of UTF-8, 1.75M characters
+
+
+def test_a_five_megabyte_text_is_refused_at_once_by_the_gateway(input_gateway: Gateway) -> None:
+    start = time.monotonic()
+    response = httpx.post(
+        f"{input_gateway.url}/v1/embeddings", json={"model": SERVED_NAME, "input": ["ok", FIVE_MB_TEXT]}, timeout=30
+    )
+    elapsed = time.monotonic() - start
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("input[1] has 1747628 characters, over the limit of 100000") and "split" in message
+    assert elapsed < 1.0, elapsed
+
+
+def test_a_five_megabyte_text_sent_to_triton_is_cut_in_the_tokenizer_without_reading_it_all(
+    triton: SharedTriton,
+) -> None:
+    """Straight to the ensemble (no gateway cap): answered within 1 s, the tokenizer stub grows < 100 MB.
+    Tokenizing it whole took 14 s and +3.4 GB here; the tokenizer cuts long texts from a window instead."""
+    from bge_deploy.serving.process import rss_bytes
+
+    stubs = StubProcess.children_of(triton.server.process.pid)
+    (stub,) = [s for s in stubs if s.model == f"{triton.model_name}-tokenizer"]
+    before = rss_bytes(stub.pid)
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        start = time.monotonic()
+        result = infer_raw(client, triton.model_name, [FIVE_MB_TEXT.encode()], "END")
+        elapsed = time.monotonic() - start
+        with pytest.raises(InferenceServerException, match="more than 512 tokens"):
+            infer_raw(client, triton.model_name, [FIVE_MB_TEXT.encode()], "NONE")
+    grown = rss_bytes(stub.pid) - before
+    assert result.as_numpy("num_tokens").tolist() == [[512]]
+    assert elapsed < 1.0, elapsed
+    assert grown < 100 * 2**20, grown / 2**20
