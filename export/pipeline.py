@@ -213,6 +213,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
         vocab_size=int(config.vocab_size),
         special_ids=SpecialIds.of(load_tokenizer(tokenizer_dir)),
         pooling=source.pooling.value,
+        type_vocab_size=int(getattr(config, "type_vocab_size", 2) or 2),
         input_names=tuple(input_names),
         settings=settings,
         self_check_min_cosine=settings.parity_threshold() if references is not None else None,

@@ -46,6 +46,8 @@ class RepositorySpec:
     """The gate's threshold, re-checked where the encoder loads; None: no references stored (--no-parity)."""
     int8_target: Int8Target | None = None
     """The CPU an int8 encoder was made for."""
+    type_vocab_size: int = 2
+    """Segment ids the model has (BERT: 2); the CPU encoder refuses others."""
 
     @property
     def tokenizer_name(self) -> str:
@@ -146,6 +148,7 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
             intra_op_spinning=s.intra_op_spinning,
             max_length=spec.max_length,
             pad_to_multiple_of=s.pad_to_multiple_of,
+            type_vocab_size=spec.type_vocab_size,
         )
         _set_params(config, encoder, _self_check_params(spec))
         return config

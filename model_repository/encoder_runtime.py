@@ -91,8 +91,11 @@ def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.n
     return merged, counts
 
 
-def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: int) -> np.ndarray:
-    """Real lengths per row; raise InputError for what would otherwise crash the graph."""
+def validate_inputs(
+    inputs: dict[str, np.ndarray], max_length: int, vocab_size: int, type_vocab_size: int = 2
+) -> np.ndarray:
+    """Real lengths per row; raise InputError for what would crash the graph or silently give a wrong vector
+    (segment ids outside the model's table, a mask that is not 1s then 0s: rows are cut by their mask's sum)."""
     ids = inputs[INPUT_IDS]
     mask = inputs[ATTENTION_MASK]
     if ids.ndim != 2 or ids.shape != mask.shape:
@@ -100,6 +103,13 @@ def validate_inputs(inputs: dict[str, np.ndarray], max_length: int, vocab_size: 
     for name, tensor in inputs.items():
         if tensor.shape != ids.shape:
             raise InputError(f"{name} has shape {tensor.shape}, expected {ids.shape}")
+    if mask.size and not np.isin(mask, (0, 1)).all():
+        raise InputError("attention_mask values must be 0 or 1")
+    if mask.shape[1] > 1 and (np.diff(mask, axis=1) > 0).any():
+        raise InputError("attention_mask rows must be 1s then 0s (right padding): a 0 comes before a 1")
+    types = inputs.get(TOKEN_TYPE_IDS)
+    if types is not None and types.size and (types.min() < 0 or types.max() >= type_vocab_size):
+        raise InputError(f"token_type_ids must be in [0, {type_vocab_size}), got [{types.min()}, {types.max()}]")
     lengths = mask.sum(axis=1)
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         raise InputError(f"token ids must be in [0, {vocab_size}), got [{ids.min()}, {ids.max()}]")

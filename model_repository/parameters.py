@@ -84,6 +84,7 @@ class CpuEncoderParameters(ConfigParameters):
     intra_op_spinning: bool = False
     max_length: int = MAX_INPUT_TOKENS
     pad_to_multiple_of: int = 8
+    type_vocab_size: int = 2  # segment ids the model has (BERT: 2)
 
 
 @dataclasses.dataclass(frozen=True)

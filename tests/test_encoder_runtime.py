@@ -56,6 +56,9 @@ def _inputs(ids: list[list[int]], mask: list[list[int]]) -> dict[str, np.ndarray
     return {"input_ids": np.array(ids, np.int64), "attention_mask": np.array(mask, np.int64)}
 
 
+ONE_ROW = _inputs([[101, 5, 102]], [[1, 1, 1]])
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
@@ -64,6 +67,16 @@ def _inputs(ids: list[list[int]], mask: list[list[int]]) -> dict[str, np.ndarray
         (_inputs([[0, 0]], [[0, 0]]), "at least one token"),
         (_inputs([[1] * 600], [[1] * 600]), "600 tokens, over the model's limit of 512"),
         ({"input_ids": np.ones((1, 3), np.int64), "attention_mask": np.ones((1, 2), np.int64)}, "must be equal"),
+        (_inputs([[101, 5, 102]], [[1, 2, 1]]), "attention_mask values must be 0 or 1"),
+        (_inputs([[101, 5, 102]], [[1, 0, 1]]), "1s then 0s"),
+        (
+            {**_inputs([[101, 5, 102]], [[1, 1, 1]]), "token_type_ids": np.array([[2, 2, 2]])},
+            r"token_type_ids must be in \[0, 2\)",
+        ),
+        (
+            {**_inputs([[101, 5, 102]], [[1, 1, 1]]), "token_type_ids": np.array([[0, -1, 0]])},
+            "token_type_ids must be in",
+        ),
     ],
 )
 def test_validate_rejects_what_would_crash_the_graph(inputs: dict[str, np.ndarray], message: str) -> None:

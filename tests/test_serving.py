@@ -144,6 +144,16 @@ def test_token_ids_straight_to_the_encoder(triton, tiny_reference) -> None:
     inputs[0].set_data_from_numpy(ids + 50_000)
     with pytest.raises(InferenceServerException, match=r"token ids must be in \[0, 21128\)"):
         client.infer(f"{triton.model_name}-encoder", inputs)
+    inputs[0].set_data_from_numpy(ids)
+    inputs[2].set_data_from_numpy(ids * 0 + 2)  # a segment id the model has no embedding for
+    with pytest.raises(InferenceServerException, match=r"token_type_ids must be in \[0, 2\)"):
+        client.infer(f"{triton.model_name}-encoder", inputs)
+    inputs[2].set_data_from_numpy(0 * ids)
+    holes = np.ones_like(ids)
+    holes[0, 3] = 0
+    inputs[1].set_data_from_numpy(holes)  # the encoder keeps rows by their mask's sum: a hole would shift them
+    with pytest.raises(InferenceServerException, match="1s then 0s"):
+        client.infer(f"{triton.model_name}-encoder", inputs)
 
 
 def test_encoder_reports_padding_and_batches_in_triton_metrics(triton) -> None:

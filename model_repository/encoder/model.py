@@ -45,6 +45,7 @@ class TritonPythonModel:
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
         self.max_length = params.max_length
         self.vocab_size = params.vocab_size
+        self.type_vocab_size = params.type_vocab_size
         self.max_batch = max(model.max_batch_size, 1)
         self.max_tokens = params.max_batch_tokens
         self.pad_to_multiple_of = params.pad_to_multiple_of
@@ -89,7 +90,7 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
-                lengths.append(validate_inputs(feed, self.max_length, self.vocab_size))
+                lengths.append(validate_inputs(feed, self.max_length, self.vocab_size, self.type_vocab_size))
             except (InputError, AttributeError) as exc:
                 message = str(exc) if isinstance(exc, InputError) else f"missing input: {exc}"
                 error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
