@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import signal
 import subprocess
 import time
@@ -36,7 +38,9 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
         "--triton-metrics-port",
         str(metrics),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ), start_new_session=True
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -49,6 +53,10 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
         assert "already has" in output  # the exported repository is reused, not rebuilt
         assert f"Triton ready: HTTP :{http}, gRPC :{grpc}" in output
         assert f"ready: OpenAI-compatible API at http://127.0.0.1:{port}/v1" in output, output
+        # Triton's unauthenticated ports listen on loopback only (bge-serve's default --triton-host)
+        for triton_port in (http, grpc):
+            assert listening_addresses(triton_port) == {"127.0.0.1"}, triton_port
+        (workdir,) = re.findall(r"starting tritonserver \(log: (\S+)/tritonserver\.log\)", output)
         client = openai.Client(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         model = client.models.list().data[0].id
         response = client.embeddings.create(model=model, input=["今天天气怎么样", "他热爱运动"])
@@ -57,11 +65,30 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed assertion: stop the whole stack (its children hold stdout open)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 0, rest
     assert "stopping the gateway, then Triton" in rest and "tritonserver stopped" in rest
+    assert not Path(workdir).exists()  # its scratch folder (log, backend links) is removed
+
+
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port`, from /proc/net/tcp (state 0A = LISTEN)."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                if table == "tcp":
+                    found.add(".".join(str(b) for b in reversed(raw)))
+                else:  # four little-endian 32-bit words
+                    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                    ip6 = ipaddress.IPv6Address(b"".join(words))
+                    found.add(str(ip6.ipv4_mapped or ip6))
+    return found
 
 
 def test_serve_flags_reach_the_export_as_its_own_flags(monkeypatch) -> None:

@@ -31,6 +31,14 @@ from bge_model_repository.contract import RowError, Truncate
 
 log = logging.getLogger("bge-gateway")
 
+MAX_ECHOED_CHARS = 100
+"""Caller-sent values are quoted back in errors up to this length: a 1 MB model name is not worth sending back."""
+
+
+def shown(value: str) -> str:
+    return value if len(value) <= MAX_ECHOED_CHARS else f"{value[:MAX_ECHOED_CHARS]}... ({len(value)} characters)"
+
+
 MAX_UNKNOWN_FIELDS_REMEMBERED = 1000
 """Unknown field names logged (once each) before the gateway stops saying: fuzzers send endless new ones."""
 
@@ -136,7 +144,7 @@ class EmbeddingService:
         if model is not None and model != self.settings.public_model_name:
             raise GatewayError(
                 ErrorKind.MODEL_NOT_FOUND,
-                f"The model '{model}' does not exist; this server serves '{self.settings.public_model_name}'",
+                f"The model '{shown(model)}' does not exist; this server serves '{self.settings.public_model_name}'",
                 param="model",
             )
 

@@ -65,7 +65,12 @@ class ServeSettings(BaseSettings):
     reexport: bool = Field(False, description="export again even if the repository already has the model")
     triton: bool = Field(True, description="start tritonserver (--no-triton: use --triton-grpc-url)")
     gateway: bool = Field(True, description="start the OpenAI-compatible gateway")
-    host: str = Field("0.0.0.0", description="interface for the gateway and Triton")
+    host: str = Field("0.0.0.0", description="interface the gateway binds")
+    triton_host: str = Field(
+        "127.0.0.1",
+        description="interface Triton's HTTP and gRPC ports bind: loopback, since they have no authentication "
+        "(0.0.0.0 exposes Triton's own inference API to the network)",
+    )
     port: int = Field(GATEWAY_PORT, description="gateway port (OpenAI API under /v1)")
     triton_http_port: int = Field(TRITON_HTTP_PORT)
     triton_grpc_port: int = Field(TRITON_GRPC_PORT)
@@ -94,7 +99,7 @@ class ServeSettings(BaseSettings):
     def server_options(self) -> ServerOptions:
         return ServerOptions(
             model_repository=self.repository.resolve(),
-            host=self.host,
+            host=self.triton_host,
             http_port=self.triton_http_port,
             grpc_port=self.triton_grpc_port,
             metrics_port=self.triton_metrics_port,
@@ -174,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gateway.stop(30)
         if triton is not None:
             log.info("tritonserver stopped (exit code %s)", triton.stop())
+            triton.remove_workdir()
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ def test_bad_input_is_a_clear_4xx_at_once(
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and needle in error["message"], error
     assert elapsed < 5.0
+    assert len(response.content) < 2_000  # nothing sent is echoed back whole (a 100 KB model name included)
 
 
 def test_strange_but_valid_text_is_embedded(input_gateway: Gateway, triton: SharedTriton) -> None:
