@@ -37,6 +37,7 @@ GATEWAY_LOWER = {
         "bge_client.gateway.dimensions",
         "bge_client.gateway.errors",
         "bge_client.gateway.inference",
+        "bge_client.gateway.limits",
         "bge_client.gateway.metrics",
         "bge_client.gateway.protocol",
         "bge_client.gateway.settings",

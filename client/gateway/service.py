@@ -22,6 +22,7 @@ from bge_client.gateway.cancellation import cancellation_decision
 from bge_client.gateway.dimensions import resolve_dimensions, shorten
 from bge_client.gateway.errors import ErrorKind, GatewayError
 from bge_client.gateway.inference import Backend, Deadline, ModelInfo
+from bge_client.gateway.limits import check_count, check_sizes, shown
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs, Version
 from bge_client.gateway.settings import CancelMode, GatewaySettings
@@ -30,14 +31,6 @@ from bge_client.gateway.token_ids import TokenRowRule
 from bge_model_repository.contract import RowError, Truncate
 
 log = logging.getLogger("bge-gateway")
-
-MAX_ECHOED_CHARS = 100
-"""Caller-sent values are quoted back in errors up to this length: a 1 MB model name is not worth sending back."""
-
-
-def shown(value: str) -> str:
-    return value if len(value) <= MAX_ECHOED_CHARS else f"{value[:MAX_ECHOED_CHARS]}... ({len(value)} characters)"
-
 
 MAX_UNKNOWN_FIELDS_REMEMBERED = 1000
 """Unknown field names logged (once each) before the gateway stops saying: fuzzers send endless new ones."""
@@ -193,7 +186,7 @@ class EmbeddingService:
     async def tokenize(self, text: str, truncate: Truncate) -> list[int]:
         """The token ids the encoder would see for `text` (the model's tokenizer, in Triton)."""
 
-        self._check_sizes([text])
+        check_sizes(self.settings, [text])
 
         async def run(scope: RequestScope) -> list[int]:
             try:
@@ -248,25 +241,6 @@ class EmbeddingService:
         if self._leftovers:
             await asyncio.wait(set(self._leftovers), timeout=timeout_s)
 
-    def _check_sizes(self, texts: list[str]) -> None:
-        limit = self.settings.max_input_chars
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise GatewayError(
-                    ErrorKind.VALIDATION,
-                    f"input[{i}] has {len(text)} characters, over the limit of {limit}: the model reads only its "
-                    "first 512 tokens, so split long documents into chunks (operators: BGE_GATEWAY_MAX_INPUT_CHARS)",
-                    param="input",
-                )
-
-    def _check_count(self, count: int) -> None:
-        if count > self.settings.max_inputs:
-            raise GatewayError(
-                ErrorKind.VALIDATION,
-                f"input has {count} items, more than the limit of {self.settings.max_inputs}",
-                param="input",
-            )
-
     async def _embed(self, request: EmbeddingRequest, scope: RequestScope) -> EmbeddingResult:
         inputs = request.inputs()
         if isinstance(inputs, TextInputs):
@@ -276,7 +250,7 @@ class EmbeddingService:
                 instruction = self.settings.query_instruction
                 texts = [(info.query_instruction if instruction is None else instruction) + t for t in texts]
             return await self._embed_plain_texts(texts, request.truncate, request.dimensions, scope)
-        self._check_count(len(inputs.ids))
+        check_count(self.settings, len(inputs.ids))
         info = await self.load_info()
         dim = resolve_dimensions(request.dimensions, info.dim, self.settings.matryoshka_dims)
         if request.input_type == "query":
@@ -295,8 +269,8 @@ class EmbeddingService:
     async def _embed_plain_texts(
         self, texts: list[str], truncate: Truncate, dimensions: int | None, scope: RequestScope
     ) -> EmbeddingResult:
-        self._check_count(len(texts))
-        self._check_sizes(texts)
+        check_count(self.settings, len(texts))
+        check_sizes(self.settings, texts)
         info = await self.load_info()
         dim = resolve_dimensions(dimensions, info.dim, self.settings.matryoshka_dims)
         start = time.perf_counter()

@@ -170,42 +170,40 @@ class TritonBackend:
             raise self._error(exc, "reading Triton's version") from None
         return str(metadata.version)
 
+    async def _infer_texts(
+        self,
+        model: str,
+        texts: Sequence[str],
+        truncate: Truncate,
+        outputs: Sequence[str],
+        doing: str,
+        deadline: Deadline,
+    ) -> grpcclient.InferResult:
+        """One text request (the ensemble's or the tokenizer's input) with the request's truncation."""
+        data = text_array(texts)
+        tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        try:
+            return await self._client.infer(
+                model,
+                [tensor],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
+                client_timeout=self._deadline_s(doing, deadline),
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, doing) from None
+
     async def embed_texts(
         self, texts: Sequence[str], truncate: Truncate, deadline: Deadline
     ) -> tuple[np.ndarray, np.ndarray]:
-        data = text_array(texts)
-        tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(EMBEDDING), grpcclient.InferRequestedOutput(NUM_TOKENS)]
         doing = f"embedding {len(texts)} texts"
-        try:
-            result = await self._client.infer(
-                self.model,
-                [tensor],
-                outputs=outputs,
-                parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
-                client_timeout=self._deadline_s(doing, deadline),
-            )
-        except InferenceServerException as exc:
-            raise self._error(exc, doing) from None
+        result = await self._infer_texts(self.model, texts, truncate, (EMBEDDING, NUM_TOKENS), doing, deadline)
         return result.as_numpy(EMBEDDING), result.as_numpy(NUM_TOKENS).reshape(-1)
 
     async def tokenize(self, texts: Sequence[str], truncate: Truncate, deadline: Deadline) -> list[list[int]]:
-        data = text_array(texts)
-        tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(INPUT_IDS), grpcclient.InferRequestedOutput(NUM_TOKENS)]
         doing = f"tokenizing {len(texts)} texts"
-        try:
-            result = await self._client.infer(
-                self.tokenizer,
-                [tensor],
-                outputs=outputs,
-                parameters={TRUNCATE_PARAMETER: Truncate(truncate).value},
-                client_timeout=self._deadline_s(doing, deadline),
-            )
-        except InferenceServerException as exc:
-            raise self._error(exc, doing) from None
+        result = await self._infer_texts(self.tokenizer, texts, truncate, (INPUT_IDS, NUM_TOKENS), doing, deadline)
         ids, counts = result.as_numpy(INPUT_IDS), result.as_numpy(NUM_TOKENS).reshape(-1)
         return [row[:count].tolist() for row, count in zip(ids, counts, strict=True)]
 
