@@ -230,8 +230,9 @@ class CancelOnDisconnectMiddleware:
         body: list[Message] = []
         while not body or body[-1].get("more_body", False):
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # gone before the body arrived: nothing was started
+            if message["type"] == "http.disconnect":  # gone before the body arrived: nothing was started
+                self.metrics.count_error(ErrorKind.CLIENT_CLOSED.value)
+                return
             body.append(message)
         gone = asyncio.Event()
         answered = False
