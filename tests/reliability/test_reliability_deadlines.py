@@ -223,7 +223,10 @@ def test_abandoned_requests_leave_no_state_behind(narrow_gateway: Gateway, trito
         f"after the last; gateway RSS growth {growth / 1024:.0f} KiB"
     )
     assert set(outcomes) <= {"left", "200"} and outcomes["left"] >= ABANDON_CYCLES * 0.9
-    assert outcomes["left"] - 3 <= closed <= outcomes["left"]  # one leaving as its answer goes out is no 499
+    # One leaving as its answer goes out is no 499: 0-1 of 100 alone, up to 7 in full-suite runs on the 2-core
+    # box (2026-12-02), where the warm shared Triton answers close to the 5 ms the client waits. A counter
+    # that lost abandoned requests would miss far more.
+    assert outcomes["left"] - 10 <= closed <= outcomes["left"]
     assert growth < 2 * MIB
 
     async def pair() -> list[int]:
