@@ -57,6 +57,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+def for_caller(error: GatewayError, where: Callable[[int], str], param: str) -> GatewayError:
+    """A Triton row error (`RowError`) restated about the caller's own field (`input[i]`, `prompt`); any
+    other error as it is."""
+    row = RowError.find(error.message) if error.kind is ErrorKind.VALIDATION else None
+    if row is None:
+        return error
+    return GatewayError(error.kind, f"{where(row.row)} {row.problem}", param=param)
+
+
 @dataclass(frozen=True)
 class EmbeddingResult:
     """Vectors in input order and each input's real token count."""
@@ -192,10 +201,7 @@ class EmbeddingService:
             try:
                 (ids,) = await self._timed(partial(self.backend.tokenize, [text], truncate, scope.deadline), scope)
             except GatewayError as exc:
-                row = RowError.find(exc.message) if exc.kind is ErrorKind.VALIDATION else None
-                if row is None:
-                    raise
-                raise GatewayError(exc.kind, f"prompt {row.problem}", param="prompt") from None
+                raise for_caller(exc, lambda _row: "prompt", "prompt") from None
             return ids
 
         return await self._admitted(run)
@@ -319,11 +325,11 @@ class EmbeddingService:
                 partial(self.backend.embed_texts, dedup.unique[rows], truncate, scope.deadline), scope
             )
         except GatewayError as exc:
-            row = RowError.find(exc.message) if exc.kind is ErrorKind.VALIDATION else None
-            if row is None:
-                raise
-            where = dedup.first_index(rows.start + row.row)
-            raise GatewayError(exc.kind, f"input[{where}] {row.problem}", param="input") from None
+
+            def where(row: int) -> str:
+                return f"input[{dedup.first_index(rows.start + row)}]"
+
+            raise for_caller(exc, where, "input") from None
 
     async def _embed_token_ids(
         self, rows: list[list[int]], batch: int, scope: RequestScope
