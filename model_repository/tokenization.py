@@ -6,6 +6,7 @@ Pure functions over numpy so they are unit-tested without Triton. The Triton mod
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,8 @@ class SpecialIds:
     def of(cls, tokenizer: Tokenizer) -> SpecialIds:
         encoding = tokenizer.encode("a", add_special_tokens=True)
         mask, ids = encoding.special_tokens_mask, encoding.ids
-        lead = len(mask) - len("".join(map(str, mask)).lstrip("1"))
-        trail = len(mask) - len("".join(map(str, mask)).rstrip("1"))
+        lead = len(list(itertools.takewhile(bool, mask)))
+        trail = len(list(itertools.takewhile(bool, reversed(mask))))
         return cls(ids[0] if lead == 1 else None, ids[-1] if trail == 1 and len(ids) > 1 else None)
 
 
@@ -100,9 +101,9 @@ only they can belong to a word the cut split. BERT's WordPiece turns any word ov
 
 
 def _window(tokenizer: Tokenizer, text: str, tokens: int, keep_end: bool) -> str | None:
-    """The smallest window (doubled from a few thousand characters) at the start of `text` (the end, with
-    `keep_end`) whose first (last) `tokens` tokens, special tokens counted, are those of the whole text;
-    None if only the whole text will do."""
+    """The smallest window (from a few thousand characters, four times bigger each try) at the start of
+    `text` (the end, with `keep_end`) whose first (last) `tokens` tokens, special tokens counted, are those
+    of the whole text; None if only the whole text will do."""
     window = max(4 * tokens, 2 * CUT_MARGIN_CHARS)
     tokenizer.no_truncation()
     while window + CUT_MARGIN_CHARS < len(text):
