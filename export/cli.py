@@ -27,14 +27,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     _quiet_libraries()
     settings = CliApp.run(ExportSettings, cli_args=list(sys.argv[1:] if argv is None else argv))
-    from bge_export.pipeline import run_export
+    from bge_export.pipeline import publish_export
+    from bge_export.tensorrt_engine import EngineBuildError
 
     try:
-        run_export(settings)
+        publish_export(settings)
     except ParityError as exc:
         logging.getLogger("bge-export").error("%s", exc)
         return 3
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, EngineBuildError) as exc:
         logging.getLogger("bge-export").error("%s", exc)
         return 2
     return 0

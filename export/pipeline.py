@@ -27,7 +27,9 @@ from bge_export.parity import (
 from bge_export.repository import describe, write_repository
 from bge_export.settings import PARITY_THRESHOLDS, Backend, ExportSettings, Precision
 from bge_export.source import ModelSource, Pooling, read_source
-from bge_export.triton_config import RepositorySpec
+from bge_export.tensorrt_engine import EngineBuildError, Profile, build_engine, missing_gpu
+from bge_export.triton_config import ENCODER_PLAN, RepositorySpec
+from bge_model_repository import published
 from bge_model_repository.contract import ENCODER_INPUTS, TOKEN_TYPE_IDS
 from bge_model_repository.cpu import CpuFeatures, Int8Target
 from bge_model_repository.encoder_runtime import CpuEngine
@@ -106,10 +108,43 @@ def check_engine(settings: ExportSettings) -> None:
         )
 
 
+def check_plan_build(settings: ExportSettings) -> None:
+    """A TensorRT export builds its plan here, so it needs this machine's GPU: refused before any work."""
+    if settings.backend is not Backend.TENSORRT or not settings.build_engine:
+        return
+    reason = missing_gpu()
+    if reason is not None:
+        raise EngineBuildError(
+            f"--backend tensorrt builds the TensorRT plan Triton serves, on this machine's GPU, and {reason}: "
+            "run the export on a GPU of the serving model, or pass --no-build-engine to write the ONNX only "
+            "and run bge-build-engine on the serving GPU (nothing was written)"
+        )
+
+
+def publish_export(settings: ExportSettings) -> ExportResult:
+    """``--publish-root``: export into a new version folder, then point CURRENT at it; else write --output."""
+    if settings.publish_root is None:
+        return run_export(settings)
+    check_engine(settings)  # refusals before the volume is touched
+    check_plan_build(settings)
+    with published.new_version(settings.publish_root) as staging:
+        result = run_export(settings.model_copy(update={"output": staging}))
+    version = published.current(settings.publish_root)
+    log.info(
+        "published version %s under %s (%s now names it; older versions pruned to %d)",
+        version.name,
+        settings.publish_root,
+        published.CURRENT,
+        published.KEEP_VERSIONS,
+    )
+    return result
+
+
 def run_export(settings: ExportSettings) -> ExportResult:
     from transformers import AutoConfig, AutoTokenizer
 
     check_engine(settings)
+    check_plan_build(settings)
     source = read_source(settings.model)
     name = settings.served_name()
     config = AutoConfig.from_pretrained(str(source.directory))
@@ -219,13 +254,19 @@ def run_export(settings: ExportSettings) -> ExportResult:
         self_check_min_cosine=settings.parity_threshold() if references is not None else None,
         int8_target=int8_target,
     )
-    write_repository(spec, current, tokenizer_dir, references)
+    plan = None
+    if settings.backend is Backend.TENSORRT and settings.build_engine:
+        plan = build_engine(current, work / ENCODER_PLAN, Profile(settings.max_batch_size, max_length))
+        log.info("TensorRT plan built on this GPU (%.0f MiB)", plan.stat().st_size / 2**20)
+    write_repository(spec, current, tokenizer_dir, references, plan)
     log.info(describe(spec))
-    if settings.backend is Backend.TENSORRT:
-        log.info(
-            "next, on a machine with an NVIDIA GPU: bge-build-engine --repository %s --name %s", settings.output, name
+    if settings.backend is Backend.TENSORRT and plan is None:
+        log.warning(
+            "NOT SERVABLE YET (--no-build-engine): on the serving GPU run bge-build-engine --repository %s --name %s",
+            settings.output,
+            name,
         )
     return ExportResult(spec=spec, onnx_file=current, fusions=fusions, parity=parity)
 
 
-__all__ = ["ExportResult", "ParityError", "run_export"]
+__all__ = ["ExportResult", "ParityError", "publish_export", "run_export"]

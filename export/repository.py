@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bge_export.triton_config import (
     ENCODER_ONNX,
+    ENCODER_PLAN,
     TOKENIZER_DIR,
     WARMUP_TOKENS,
     RepositorySpec,
@@ -45,11 +46,16 @@ def _write_warmup(folder: Path, spec: RepositorySpec, tokenizer_dir: Path) -> No
 
 
 def write_repository(
-    spec: RepositorySpec, onnx_file: Path, tokenizer_dir: Path, references: References | None = None
+    spec: RepositorySpec,
+    onnx_file: Path,
+    tokenizer_dir: Path,
+    references: References | None = None,
+    plan_file: Path | None = None,
 ) -> Path:
     """(Re)write this model's three folders; other models in the repository are left alone.
 
-    ``references`` (the parity gate's) go beside the encoder for the serving machine's self-check.
+    ``references`` (the parity gate's) go beside the encoder for the serving machine's self-check;
+    ``plan_file`` (a TensorRT plan built here) beside its ONNX, which stays for rebuilding on another GPU.
     """
     out = spec.settings.output
     out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +68,8 @@ def write_repository(
     enc = _fresh(out / spec.encoder_name)
     (enc / "config.pbtxt").write_text(render(encoder_config(spec)), encoding="utf-8")
     shutil.copyfile(onnx_file, enc / "1" / ENCODER_ONNX)
+    if plan_file is not None:
+        shutil.copyfile(plan_file, enc / "1" / ENCODER_PLAN)
     if not spec.on_gpu:
         (enc / "1" / "model.py").write_text(_model_py("encoder"), encoding="utf-8")
     _write_warmup(enc, spec, tokenizer_dir)

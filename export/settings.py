@@ -44,6 +44,12 @@ class ExportSettings(BaseSettings):
 
     model: str = Field(DEFAULT_SOURCE, description="Hugging Face model id or local model directory")
     output: Path = Field(DEFAULT_REPOSITORY, description="Triton model repository to write")
+    publish_root: Path | None = Field(
+        None,
+        description="publish as a new version under this folder (versions/<n>-<UTC time>/, then CURRENT switched by "
+        "one rename; the previous version kept) instead of writing --output in place: what a shared volume that "
+        "live pods copy from (bge-stage) needs",
+    )
     name: str | None = Field(None, description="served model name (default: last part of --model)")
     precision: Precision = Field(
         Precision.FP32, description="encoder weights: fp32 (CPU default), fp16 (GPU), int8 (CPU)"
@@ -114,6 +120,12 @@ class ExportSettings(BaseSettings):
     )
     parity: bool = Field(True, description="check ONNX against the PyTorch reference and fail below the threshold")
     min_cosine: float | None = Field(None, description="override the parity threshold (lowering it is reported loudly)")
+    build_engine: bool = Field(
+        True,
+        description="tensorrt backend: build the TensorRT plan here, on this machine's GPU, so the repository "
+        "is servable (fails at once without a GPU); --no-build-engine writes the ONNX only, for bge-build-engine "
+        "on the serving GPU (the GPU overlay's Triton pods do that)",
+    )
     trt_cache_dir: str = Field("/models/trt_cache", description="TensorRT engine cache inside the Triton container")
     workdir: Path = Field(Path("build/export"), description="scratch folder for intermediate ONNX files")
 

@@ -40,13 +40,21 @@ class Profile:
         return (1, 1), opt, (self.max_batch, self.max_length)
 
 
-def require_gpu() -> None:
+def missing_gpu() -> str | None:
+    """Why no plan can be built on this machine, or None where it can (a GPU and TensorRT's Python package)."""
     if shutil.which("nvidia-smi") is None:
-        raise EngineBuildError("no NVIDIA GPU here (nvidia-smi not found): build the engine on the serving GPU")
+        return "this machine has no NVIDIA GPU (nvidia-smi not found)"
     try:
         import tensorrt  # noqa: F401
-    except ImportError as exc:
-        raise EngineBuildError("the 'tensorrt' Python package is missing: pip install tensorrt") from exc
+    except ImportError:
+        return "the 'tensorrt' Python package is missing (pip install tensorrt, or NVIDIA's TensorRT image)"
+    return None
+
+
+def require_gpu() -> None:
+    reason = missing_gpu()
+    if reason is not None:
+        raise EngineBuildError(f"cannot build a TensorRT plan: {reason}; build it on the serving GPU")
 
 
 def build_engine(onnx_file: Path, plan_file: Path, profile: Profile, workspace_gib: int = 4) -> Path:

@@ -5,6 +5,16 @@ from __future__ import annotations
 import logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+PROGRAMS = (
+    "bge-export",
+    "bge-build-engine",
+    "bge-triton",
+    "bge-stage",
+    "bge-serve",
+    "bge-gateway",
+    "bge-bench",
+    "bge-gpu",
+)
 
 
 def configure_logging(level: int | str = logging.INFO) -> None:
@@ -13,5 +23,14 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     if isinstance(level, str):
         level = level.upper()
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, force=True)
-    for name in ("bge-export", "bge-build-engine", "bge-triton", "bge-serve", "bge-gateway", "bge-bench", "bge-gpu"):
+    for name in (
+        "bge-export",
+        "bge-build-engine",
+        "bge-triton",
+        "bge-stage",
+        "bge-serve",
+        "bge-gateway",
+        "bge-bench",
+        "bge-gpu",
+    ):
         logging.getLogger(name).setLevel(level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnx
@@ -147,6 +148,48 @@ def test_cli_gate_fails_loudly_and_lowering_it_is_reported(tmp_path: Path, tiny_
 def test_cli_reports_a_missing_model(tmp_path: Path) -> None:
     result = _cli("--model", str(tmp_path / "absent"), "--output", str(tmp_path / "repo"))
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_tensorrt_export_without_a_gpu_fails_at_once_and_writes_nothing(tmp_path: Path, minilm_dir: Path) -> None:
+    """The plan Triton serves is built by the export: with no GPU here, one line says so, before any work."""
+    from bge_export.tensorrt_engine import missing_gpu
+
+    if missing_gpu() is None:
+        pytest.skip("this machine can build TensorRT plans; the GPU check (python -m bge_deploy.gpu) covers it")
+    repo, published = tmp_path / "repo", tmp_path / "published"
+    for target in (["--output", str(repo)], ["--publish-root", str(published)]):
+        started = time.monotonic()
+        result = _cli("--model", str(minilm_dir), *target, "--workdir", str(tmp_path / "w"), "--backend", "tensorrt")
+        assert result.returncode == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+        assert len(errors) == 1, result.stderr
+        assert "no NVIDIA GPU" in errors[0] and "--no-build-engine" in errors[0], errors[0]
+        assert time.monotonic() - started < 60
+    assert not repo.exists() and not published.exists() and not (tmp_path / "w").exists()
+
+
+def test_tensorrt_export_without_plan_says_it_is_not_servable_yet(tmp_path: Path, minilm_dir: Path) -> None:
+    """--no-build-engine: the ONNX and a tensorrt_plan config, and a warning naming the step still to run."""
+    result = _cli(
+        "--model",
+        str(minilm_dir),
+        "--publish-root",
+        str(tmp_path / "published"),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--backend",
+        "tensorrt",
+        "--no-build-engine",
+        "--no-parity",
+        "--name",
+        MINILM_NAME,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "NOT SERVABLE YET" in result.stderr and "bge-build-engine" in result.stderr
+    version = (tmp_path / "published" / "CURRENT").read_text().strip()
+    encoder = tmp_path / "published" / "versions" / version / f"{MINILM_NAME}-encoder"
+    assert (encoder / "1" / "model.onnx").is_file() and not (encoder / "1" / "model.plan").exists()
+    assert 'platform: "tensorrt_plan"' in (encoder / "config.pbtxt").read_text()
 
 
 def test_full_int8_is_caught_by_the_gate_on_minilm(tmp_path: Path, minilm_dir: Path) -> None:

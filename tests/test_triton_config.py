@@ -114,7 +114,7 @@ def test_engine_build_says_plainly_that_it_needs_a_gpu(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2 and "no NVIDIA GPU here" in result.stderr
+    assert result.returncode == 2 and "has no NVIDIA GPU" in result.stderr
 
 
 def test_the_ensemble_tells_callers_its_limit_instruction_and_token_rows() -> None:

@@ -64,7 +64,7 @@ def test_cpu_dry_run_serves_the_export_and_checks_parity_and_throughput(tiny_bge
 def test_without_a_gpu_it_says_so_and_exits_2() -> None:
     result = subprocess.run([sys.executable, "-m", "bge_deploy.gpu.check"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
-    assert "no NVIDIA GPU here" in result.stderr and "--cpu-dry-run" in result.stderr
+    assert "has no NVIDIA GPU" in result.stderr and "--cpu-dry-run" in result.stderr
     assert result.stdout == ""  # nothing was exported or started
 
 

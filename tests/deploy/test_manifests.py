@@ -104,15 +104,40 @@ def test_triton_runs_the_launcher_with_its_watchdog(overlay: Any, dockerfiles: d
     assert "--verbose" in overlay.triton["args"]
 
 
-def test_gpu_limits_only_in_gpu_overlay(cpu: Any, gpu: Any) -> None:
-    """The GPU overlay asks for one GPU for Triton and the export Job; the CPU overlay asks for none."""
+def _gpus(container: Manifest) -> int:
+    return int(container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+
+
+def test_gpu_limits_only_on_triton_pods_in_the_gpu_overlay(cpu: Any, gpu: Any) -> None:
+    """One GPU per Triton pod (its plan is built on it, then served from it); nothing else asks for one."""
     assert "nvidia.com/gpu" not in cpu.text.replace("nvidia.com/gpu.product", "")
-    assert gpu.triton["resources"]["limits"]["nvidia.com/gpu"] == 1
-    export = gpu.container("Job", "bge-export", "export")
-    assert export["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert "nvidia.com/gpu" not in str(gpu.gateway.get("resources", {}))
-    for spec in (gpu.triton_pod, gpu.one("Job", "bge-export")["spec"]["template"]["spec"]):
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert _gpus(gpu.triton) == 1
+    assert [c["name"] for c in gpu.triton_pod["initContainers"] if _gpus(c)] == ["build-tensorrt-plan"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu.triton_pod["tolerations"]
+    for workload, spec in gpu.pod_specs().items():
+        if workload != "Deployment/triton":
+            assert not [c for c in [*spec.get("initContainers", []), *spec["containers"]] if _gpus(c)], workload
+            assert "tolerations" not in spec, f"{workload} would land on (and wait for) GPU nodes"
+
+
+def test_no_gpu_deadlock_the_job_never_waits_for_a_gpu(overlay: Any) -> None:
+    """Triton pods hold their GPU while their first init container waits for the Job's publish; so the
+    Job must need no GPU, or a cluster whose GPUs all hold waiting Triton pods never exports."""
+    job = overlay.one("Job", "bge-export")["spec"]["template"]["spec"]
+    assert not any(_gpus(c) for c in [*job.get("initContainers", []), *job["containers"]])
+    assert "nodeSelector" not in job and "affinity" not in job
+    # What is run before what in a Triton pod: stage (waits for the publish) -> [build the plan] -> serve.
+    order = [c["name"] for c in overlay.triton_pod["initContainers"]]
+    assert (
+        order
+        == {"cpu": ["stage-model-repository"], "gpu": ["stage-model-repository", "build-tensorrt-plan"]}[
+            overlay.overlay
+        ]
+    )
+    # The GPU builder reads and writes the pod's copy only, never the shared volume.
+    for name in order[1:]:
+        container = next(c for c in overlay.triton_pod["initContainers"] if c["name"] == name)
+        assert "model-repository" not in {m["name"] for m in container["volumeMounts"]}, name
 
 
 def test_every_pod_runs_as_non_root(overlay: Any) -> None:
@@ -313,23 +338,39 @@ def test_service_monitors_scrape_named_ports(overlay: Any) -> None:
     assert (credentials["name"], credentials["key"]) == (api_key["name"], api_key["key"])
 
 
-def test_export_job_fills_the_repository_triton_reads(overlay: Any) -> None:
-    """Job -> PVC -> Triton: same claim, the Job's final folder is Triton's subPath, HF offline."""
+def test_export_job_publishes_what_pods_stage_and_triton_serves_its_own_copy(overlay: Any) -> None:
+    """Job -> PVC (versions + CURRENT) -> each pod's emptyDir -> Triton; nobody serves from the shared volume."""
     job_spec = overlay.one("Job", "bge-export")["spec"]["template"]["spec"]
     export = job_spec["containers"][0]
     claim = overlay.one("PersistentVolumeClaim", "model-repository")["metadata"]["name"]
+    stage = next(c for c in overlay.triton_pod["initContainers"] if c["name"] == "stage-model-repository")
 
     job_mount = _mount_of_claim(job_spec, export, claim)
-    triton_mount = _mount_of_claim(overlay.triton_pod, overlay.triton, claim)
-    assert triton_mount.get("readOnly") is True
-    subpath = triton_mount["subPath"]
-    assert f"mv {job_mount['mountPath']}/.staging {job_mount['mountPath']}/{subpath}" in export["args"][0]
-    assert triton_mount["mountPath"] == overlay.triton_flags().one("model-repository")
+    stage_mount = _mount_of_claim(overlay.triton_pod, stage, claim)
+    assert stage_mount.get("readOnly") is True
+    publish_root = overlay.env(export)["BGE_EXPORT_PUBLISH_ROOT"]["value"]
+    staged_from = overlay.env(stage)["BGE_STAGE_PUBLISHED"]["value"]
+    assert publish_root.removeprefix(job_mount["mountPath"]) == staged_from.removeprefix(stage_mount["mountPath"])
+    assert publish_root.startswith(job_mount["mountPath"] + "/"), "not the volume root: it may hold lost+found"
+    assert overlay.env(stage)["BGE_STAGE_MODEL"]["value"] == MODEL
+    assert stage["image"] == overlay.triton["image"]
 
-    (wait,) = overlay.triton_pod["initContainers"]
-    wait_mount = _mount_of_claim(overlay.triton_pod, wait, claim)
-    assert f"{wait_mount['mountPath']}/{subpath}/{MODEL}/config.pbtxt" in wait["args"][0]
-    assert wait["image"] == overlay.triton["image"]
+    # Triton mounts the pod's copy, read-only, at the repository it serves; no subPath of the shared claim
+    # (a re-export or prune would pull the folder from under it).
+    volumes = {v["name"]: v for v in overlay.triton_pod["volumes"]}
+    (served,) = [
+        m for m in overlay.triton["volumeMounts"] if m["mountPath"] == overlay.triton_flags().one("model-repository")
+    ]
+    assert "emptyDir" in volumes[served["name"]] and served.get("readOnly") is True
+    assert not [m for m in overlay.triton["volumeMounts"] if "persistentVolumeClaim" in volumes[m["name"]]]
+    (staged_into,) = [m for m in stage["volumeMounts"] if m["name"] == served["name"]]
+    assert overlay.env(stage)["BGE_STAGE_TO"]["value"] == staged_into["mountPath"]
+    assert all(
+        "subPath" not in m
+        for spec in overlay.pod_specs().values()
+        for c in spec["containers"]
+        for m in c.get("volumeMounts", [])
+    )
 
     env = {name: entry["value"] for name, entry in overlay.env(export).items()}
     assert env["HF_HUB_OFFLINE"] == "1"
@@ -349,7 +390,9 @@ def test_export_job_fills_the_repository_triton_reads(overlay: Any) -> None:
     assert settings.model == "BAAI/bge-large-zh-v1.5"
     assert settings.backend.value == {"cpu": "python", "gpu": "tensorrt"}[overlay.overlay]
     assert settings.precision.value == {"cpu": "fp32", "gpu": "fp16"}[overlay.overlay]
-    assert "$" not in export["args"][0], "the command takes no shell variables; set BGE_EXPORT_* instead"
+    assert export["command"] == ["bge-export"] and "args" not in export, "configure it with BGE_EXPORT_* entries"
+    assert settings.publish_root is not None and str(settings.workdir).startswith("/tmp/")
+    assert settings.build_engine is (overlay.overlay == "cpu"), "GPU plans are built by the Triton pods"
     if overlay.overlay == "cpu":
         # CPU encoder: instances x onnxruntime threads fit the Triton pod's CPU request (no CPU limit, so
         # the stub's default, the node's cores / instances, would oversubscribe a big node).
@@ -378,8 +421,17 @@ def test_images_match_their_dockerfiles(overlay: Any, dockerfiles: dict[str, Any
 
 def test_gpu_overlay_matches_compose(gpu: Any, compose: Any, dockerfiles: dict[str, Any]) -> None:
     """The single-box compose file runs the same images and Triton flags as the GPU overlay."""
-    images = {c["image"] for spec in gpu.pod_specs().values() for c in spec["containers"]}
-    assert images == {compose.service(name)["image"] for name in ("export", "triton", "gateway")}
+    images = {
+        c["image"] for spec in gpu.pod_specs().values() for c in [*spec.get("initContainers", []), *spec["containers"]]
+    }
+    # Compose's export runs alone on the box's GPU before Triton starts, so it builds the plan itself
+    # (GPU image); the cluster's Job exports ONNX on CPU (CPU image) and each Triton pod builds its plan.
+    assert {compose.service(name)["image"] for name in ("export", "triton", "gateway")} == images - {
+        "bge-export-cpu:0.1.0"
+    }
+    assert "--backend=tensorrt" in compose.service("export")["command"]
+    assert not [f for f in compose.service("export")["command"] if "build-engine" in f]
+    assert compose.service("triton")["depends_on"]["export"]["condition"] == "service_completed_successfully"
     # One bge-triton command line for the GPU image: overlay, compose and the image's own default.
     assert gpu.triton_argv == compose.service("triton")["command"] == dockerfiles["triton-gpu"].argv
     assert set(compose.service("triton")["environment"]) == {
