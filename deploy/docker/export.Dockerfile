@@ -9,9 +9,17 @@ ARG BASE=python:3.11-slim
 FROM ${BASE}
 # CPU builds take torch from the CPU wheel index (a default torch wheel drags in CUDA, GBs).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# A folder of wheels pip looks in first (an air-gapped mirror; the test suite mounts the host's torch
+# CPU wheel there and sets TORCH_INDEX=""); empty: none.
+ARG PIP_FIND_LINKS=""
 
 WORKDIR /src
+# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes: empty
+# package folders let pip resolve and install them; the code itself follows in seconds.
 COPY pyproject.toml README.md ./
+RUN mkdir -p export model_repository client/gateway deploy/serving deploy/bench deploy/gpu \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[export]" \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 pip uninstall -y bge-triton
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
@@ -20,10 +28,7 @@ COPY deploy/__init__.py deploy/
 COPY deploy/serving/ deploy/serving/
 COPY deploy/gpu/ deploy/gpu/
 COPY deploy/bench/ deploy/bench/
-# PIP_BREAK_SYSTEM_PACKAGES: a base whose system Python is marked externally managed (PEP 668) is
-# still ours to install into; python:3.11-slim has no such mark and ignores it.
-RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} ".[export]" \
-    && rm -rf /src
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir --no-deps . && rm -rf /src
 
 WORKDIR /
 USER 1000:1000

@@ -4,7 +4,12 @@ FROM python:3.11-slim
 
 WORKDIR /src
 # setuptools maps all four import packages, so all four folders must be present.
+# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes: empty
+# package folders let pip resolve and install them; the code itself follows in seconds.
 COPY pyproject.toml README.md ./
+RUN mkdir -p export model_repository client/gateway deploy/serving deploy/bench deploy/gpu \
+    && pip install --no-cache-dir ".[gateway]" \
+    && pip uninstall -y bge-triton
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
@@ -13,7 +18,7 @@ COPY deploy/__init__.py deploy/
 COPY deploy/serving/ deploy/serving/
 COPY deploy/gpu/ deploy/gpu/
 COPY deploy/bench/ deploy/bench/
-RUN pip install --no-cache-dir ".[gateway]" && rm -rf /src
+RUN pip install --no-cache-dir --no-deps . && rm -rf /src
 
 WORKDIR /
 USER 10001:10001

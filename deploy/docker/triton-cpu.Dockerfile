@@ -5,7 +5,12 @@
 FROM python:3.11-slim
 
 WORKDIR /src
+# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes: empty
+# package folders let pip resolve and install them; the code itself follows in seconds.
 COPY pyproject.toml README.md ./
+RUN mkdir -p export model_repository client/gateway deploy/serving deploy/bench deploy/gpu \
+    && pip install --no-cache-dir ".[serve]" \
+    && pip uninstall -y bge-triton
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
@@ -14,7 +19,7 @@ COPY deploy/__init__.py deploy/
 COPY deploy/serving/ deploy/serving/
 COPY deploy/gpu/ deploy/gpu/
 COPY deploy/bench/ deploy/bench/
-RUN pip install --no-cache-dir ".[serve]" && rm -rf /src
+RUN pip install --no-cache-dir --no-deps . && rm -rf /src
 
 WORKDIR /
 USER 1000:1000

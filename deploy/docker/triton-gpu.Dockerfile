@@ -9,7 +9,12 @@
 FROM nvcr.io/nvidia/tritonserver:24.12-py3
 
 WORKDIR /src
+# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes: empty
+# package folders let pip resolve and install them; the code itself follows in seconds.
 COPY pyproject.toml README.md ./
+RUN mkdir -p export model_repository client/gateway deploy/serving deploy/bench deploy/gpu \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir . "tokenizers>=0.19" \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 pip uninstall -y bge-triton
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
@@ -18,10 +23,7 @@ COPY deploy/__init__.py deploy/
 COPY deploy/serving/ deploy/serving/
 COPY deploy/gpu/ deploy/gpu/
 COPY deploy/bench/ deploy/bench/
-# Installs into the system Python that the image's Python-backend stub embeds (also where the
-# bge-triton launcher's console script lands). That Python's version follows the release's Ubuntu;
-# where the distribution marks it externally managed (PEP 668), this image is ours to manage.
-RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir . "tokenizers>=0.19" && rm -rf /src
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir --no-deps . && rm -rf /src
 
 WORKDIR /
 # 1000 is triton-server, the image's own non-root user (runAsUser in Kubernetes).

@@ -9,6 +9,7 @@ sit beside ``libtriton_python.so`` and the bundled shared libraries must be on `
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,14 +58,21 @@ class TritonDistribution:
         return dist
 
     def backend_directory(self, where: Path) -> Path:
-        """Lay out ``<where>/python/{libtriton_python.so, utils, stub}`` as Triton expects."""
+        """Lay out ``<where>/python/{libtriton_python.so, utils, stub}`` as Triton expects.
+
+        The stub is copied, not linked: Triton's Python backend chmods it at every model load, which
+        fails (and no model loads) for a non-root user when the file is root's, as in the images.
+        """
         python_dir = where / "python"
         python_dir.mkdir(parents=True, exist_ok=True)
         for source in (self.backend_lib, self.backend_utils, self.stub):
-            link = python_dir / source.name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(source)
+            target = python_dir / source.name
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            if source == self.stub:
+                shutil.copy2(source, target)
+            else:
+                target.symlink_to(source)
         return where
 
     def library_dirs(self) -> list[Path]:
