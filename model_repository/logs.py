@@ -23,14 +23,5 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     if isinstance(level, str):
         level = level.upper()
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, force=True)
-    for name in (
-        "bge-export",
-        "bge-build-engine",
-        "bge-triton",
-        "bge-stage",
-        "bge-serve",
-        "bge-gateway",
-        "bge-bench",
-        "bge-gpu",
-    ):
+    for name in PROGRAMS:
         logging.getLogger(name).setLevel(level)
