@@ -43,22 +43,30 @@ class PodmanError(RuntimeError):
     pass
 
 
+def _search_path() -> str:
+    """This process's PATH plus the system's sbin folders (where Debian puts runc and iptables)."""
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    extra = [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if d not in parts]
+    return os.pathsep.join([*parts, *extra])
+
+
 @dataclass(frozen=True)
 class Podman:
     binary: str
 
     @classmethod
     def require(cls) -> Podman:
-        binary = shutil.which("podman")
+        binary = shutil.which("podman", path=_search_path())
         if binary is None:
             pytest.skip("podman is not installed: apt-get install podman runc mmdebstrap (.ci/run does)")
-        if shutil.which("runc") is None:
+        if shutil.which("runc", path=_search_path()) is None:
             pytest.skip("runc is not installed: apt-get install runc (crun fails on cgroup v1 hosts)")
         return cls(binary)
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+        # runc and the iptables that netavark runs live in /usr/sbin, which a minimal PATH lacks.
+        return {**os.environ, "PATH": _search_path(), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 900, input_text: str | None = None
@@ -87,7 +95,7 @@ class Podman:
         """The python:3.11-slim stand-in, bootstrapped once (about 40 s) and kept in podman's storage."""
         if self.exists(BASE_IMAGE):
             return BASE_IMAGE
-        if shutil.which("mmdebstrap") is None:
+        if shutil.which("mmdebstrap", path=_search_path()) is None:
             pytest.skip("mmdebstrap is not installed (apt-get install mmdebstrap): no local base image")
         rootfs = workdir / "rootfs.tar"
         subprocess.run(
@@ -96,6 +104,7 @@ class Podman:
             text=True,
             timeout=900,
             check=True,
+            env=self.env,  # mmdebstrap runs chroot and friends from /usr/sbin
         )
         self(
             "import",

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from collections.abc import Iterator
@@ -173,8 +174,8 @@ def playable(cpu: Any) -> list[dict]:
     """
     pods = []
     for name in ("triton", "bge-gateway"):
-        template = cpu.one("Deployment", name)["spec"]["template"]
-        spec = dict(template["spec"])
+        template = copy.deepcopy(cpu.one("Deployment", name)["spec"]["template"])  # the rendered docs are shared
+        spec = template["spec"]
         shm = {v["name"] for v in spec.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"}
         spec["volumes"] = [v for v in spec.get("volumes", []) if v["name"] not in shm]
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
