@@ -46,8 +46,9 @@ NARROW = 4
 def big_request(kind: str, tag: str) -> tuple[dict[str, object], int]:
     """A request of many Triton calls (chunks of 16 rows), taking seconds: its body and its chunk count."""
     if kind == "text":
-        rows = 1024
-        return body(texts_of(f"{tag}长请求", rows)), rows // 16
+        # 2048 texts of ~40 tokens: long enough that a fast (AVX-512, OpenVINO) box cannot finish it in 0.3 s
+        rows = 2048
+        return body(texts_of(f"{tag}长请求" * 8, rows)), rows // 16
     rows = 512
     ids = [[101, 1000 + i % 7000, *([2000 + i % 50] * 500), 102] for i in range(rows)]  # distinct rows
     return {"model": SERVED_NAME, "input": ids}, rows // 16
