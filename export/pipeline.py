@@ -110,7 +110,7 @@ def check_engine(settings: ExportSettings) -> None:
 
 def check_plan_build(settings: ExportSettings) -> None:
     """A TensorRT export builds its plan here, so it needs this machine's GPU: refused before any work."""
-    if settings.backend is not Backend.TENSORRT or not settings.build_engine:
+    if not settings.builds_plan():
         return
     reason = missing_gpu()
     if reason is not None:
@@ -255,7 +255,7 @@ def run_export(settings: ExportSettings) -> ExportResult:
         int8_target=int8_target,
     )
     plan = None
-    if settings.backend is Backend.TENSORRT and settings.build_engine:
+    if settings.builds_plan():
         plan = build_engine(current, work / ENCODER_PLAN, Profile(settings.max_batch_size, max_length))
         log.info("TensorRT plan built on this GPU (%.0f MiB)", plan.stat().st_size / 2**20)
     write_repository(spec, current, tokenizer_dir, references, plan)

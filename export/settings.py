@@ -132,6 +132,10 @@ class ExportSettings(BaseSettings):
     def served_name(self) -> str:
         return served_name(self.model, self.name)
 
+    def builds_plan(self) -> bool:
+        """This export builds the TensorRT plan itself (so it needs this machine's GPU)."""
+        return self.backend is Backend.TENSORRT and self.build_engine
+
     def engine(self) -> CpuEngine:
         """The engine that will run the encoder: the flag, else the fastest one that takes this precision."""
         if self.cpu_engine is not None:

@@ -61,18 +61,19 @@ def wait_for_version(settings: StageSettings) -> published.Version:
 
 
 def stage(settings: StageSettings) -> published.Version:
-    version = wait_for_version(settings)
+    wait_for_version(settings)
     started = time.monotonic()
-    published.copy_current(settings.published, settings.to)
+    # The version copied, which a publish since the wait may have made newer than the one waited for.
+    version = published.copy_current(settings.published, settings.to)
+    models = ", ".join(sorted(p.name for p in settings.to.iterdir())) or "nothing"
     if not (settings.to / settings.model / "config.pbtxt").is_file():
-        models = ", ".join(sorted(p.name for p in settings.to.iterdir())) or "nothing"
         raise StageError(f"published version {version.name} holds no model '{settings.model}' (it holds {models})")
     log.info(
         "staged version %s of %s into %s: %s (%.0f MiB in %.1f s)",
         version.name,
         settings.published,
         settings.to,
-        ", ".join(sorted(p.name for p in settings.to.iterdir())),
+        models,
         _size_mib(settings.to),
         time.monotonic() - started,
     )

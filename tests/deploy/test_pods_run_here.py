@@ -14,6 +14,7 @@ with one clear line, so Triton never starts on a repository it cannot load.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,7 @@ class Node:
 
         argv = [local(a) for a in [*container.get("command", []), *container.get("args", [])]]
         values = {e["name"]: local(e["value"]) for e in container.get("env", []) if "value" in e}
-        return argv, {"PATH": _path(), **values, **(env or {})}
+        return argv, {"PATH": os.environ["PATH"], **values, **(env or {})}
 
     def run(self, pod: Manifest, container: Manifest, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         argv, environment = self.command(pod, container, env)
@@ -79,12 +80,6 @@ class Node:
         # Containers write only into their volumes (the images' own folders are not writable by uid 1000).
         assert list(workdir.iterdir()) == [], f"{container['name']} wrote into its working directory"
         return proc
-
-
-def _path() -> str:
-    import os
-
-    return os.environ["PATH"]
 
 
 def _init(pod: Manifest, name: str) -> Manifest:
