@@ -56,6 +56,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.inflight_capacity = Gauge(
+            "bge_gateway_triton_token_capacity",
+            "Tokens of calls the gateway lets into Triton at once (max_inflight_tokens).",
+            registry=self.registry,
+        )
+        self.inflight_tokens = Gauge(
+            "bge_gateway_triton_tokens_in_flight",
+            "Tokens (upper bound from characters) of the calls now in Triton.",
+            registry=self.registry,
+        )
+        self.queued_chunks = Gauge(
+            "bge_gateway_queued_chunks",
+            "Chunks waiting in the gateway for room in Triton.",
+            registry=self.registry,
+        )
+        self.fair_share_wait_seconds = Histogram(
+            "bge_gateway_queue_wait_seconds",
+            "Time one chunk waited in the gateway for room in Triton.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
     def count_error(self, reason: str) -> None:
         self.errors.labels(reason).inc()
 

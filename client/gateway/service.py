@@ -21,6 +21,7 @@ from bge_client.batching import Dedup, chunk_slices, gather_or_cancel
 from bge_client.gateway.cancellation import cancellation_decision
 from bge_client.gateway.dimensions import resolve_dimensions, shorten
 from bge_client.gateway.errors import ErrorKind, GatewayError
+from bge_client.gateway.fair_share import FairShare, NoRoomInTimeError, ids_cost, text_cost
 from bge_client.gateway.inference import Backend, Deadline, ModelInfo
 from bge_client.gateway.limits import check_count, check_sizes, shown
 from bge_client.gateway.metrics import Metrics
@@ -43,7 +44,7 @@ except importlib.metadata.PackageNotFoundError:  # run from a source tree withou
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: it is the owner of its chunks in the fair share
 class RequestScope:
     """What follows one request into its chunk tasks: its deadline and the Triton calls it started."""
 
@@ -93,12 +94,18 @@ class EmbeddingService:
         self._leftovers: set[asyncio.Task[None]] = set()
         self._unknown_fields_seen: set[str] = set()
         self.cancel_calls = settings.cancel_triton_calls is CancelMode.TRUE
+        self.fair_share: FairShare | None = None  # sized from the model once it is known
 
     async def load_info(self) -> ModelInfo:
         """Model facts, read from Triton the first time the model is reachable."""
         if self.info is None:
             info = await self.backend.model_info()
             self.cancel_calls, why = cancellation_decision(self.settings.cancel_triton_calls, info.server_version)
+            capacity = self.settings.max_inflight_tokens or 2 * info.max_batch_size * info.max_length
+            share = self.fair_share = FairShare(capacity)
+            self.metrics.inflight_capacity.set(capacity)
+            self.metrics.inflight_tokens.set_function(lambda: share.used)
+            self.metrics.queued_chunks.set_function(lambda: share.queued)
             self.info = info
             log.info(
                 "ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
@@ -112,6 +119,14 @@ class EmbeddingService:
                 "abandoned requests %s their Triton calls in flight: %s",
                 "cancel" if self.cancel_calls else "do not cancel",
                 why,
+            )
+            log.info(
+                "at most %d tokens of calls in Triton at once (%s); other chunks wait in the gateway, "
+                "fewest-tokens-in-flight request first, and leave the queue when their client goes",
+                capacity,
+                "max_inflight_tokens"
+                if self.settings.max_inflight_tokens
+                else f"two batches of {info.max_batch_size} x {info.max_length} tokens",
             )
         return self.info
 
@@ -198,8 +213,13 @@ class EmbeddingService:
         check_sizes(self.settings, [text])
 
         async def run(scope: RequestScope) -> list[int]:
+            info = await self.load_info()
             try:
-                (ids,) = await self._timed(partial(self.backend.tokenize, [text], truncate, scope.deadline), scope)
+                (ids,) = await self._timed(
+                    partial(self.backend.tokenize, [text], truncate, scope.deadline),
+                    scope,
+                    text_cost([text], info.max_length),
+                )
             except GatewayError as exc:
                 raise for_caller(exc, lambda _row: "prompt", "prompt") from None
             return ids
@@ -291,12 +311,26 @@ class EmbeddingService:
         self.metrics.tokens_per_request.observe(int(num_tokens.sum()))
         return EmbeddingResult(shorten(vectors, dim), num_tokens, inference_s, characters)
 
-    async def _timed(self, call: Callable[[], Awaitable[T]], scope: RequestScope) -> T:
-        """One Triton call, timed. Unless `cancel_calls` (`cancellation_decision`), it is shielded: a request
-        that is cancelled (client gone, a sibling chunk failed) sends no further calls but lets this one finish
-        at Triton."""
+    async def _timed(self, call: Callable[[], Awaitable[T]], scope: RequestScope, cost: int) -> T:
+        """One Triton call of `cost` tokens, sent when the fair share has room for it, timed. Unless
+        `cancel_calls` (`cancellation_decision`), it is shielded: a request that is cancelled (client gone, a
+        sibling chunk failed) sends no further calls but lets this one finish at Triton."""
+        await self.load_info()
+        share = self.fair_share
+        assert share is not None  # set with info
+        waited = time.perf_counter()
+        try:
+            await share.acquire(scope, cost, scope.deadline)
+        except NoRoomInTimeError as exc:
+            raise GatewayError(
+                ErrorKind.TIMEOUT,
+                f"the request did not finish within {self.settings.request_timeout_s:g} s (request_timeout_s): "
+                f"its chunks left were waiting for room in Triton ({exc}) and were not sent",
+            ) from None
         start = time.perf_counter()
+        self.metrics.fair_share_wait_seconds.observe(start - waited)
         task: asyncio.Future[T] = asyncio.ensure_future(call())
+        task.add_done_callback(lambda _: share.release(scope, cost))
         task.add_done_callback(lambda _: self.metrics.triton_seconds.observe(time.perf_counter() - start))
         if self.cancel_calls:
             return await task
@@ -320,9 +354,13 @@ class EmbeddingService:
         self, dedup: Dedup[str], rows: slice, truncate: Truncate, scope: RequestScope
     ) -> tuple[np.ndarray, np.ndarray]:
         """One Triton request; a bad text is reported by its index in the caller's input."""
+        texts = dedup.unique[rows]
+        info = await self.load_info()
         try:
             return await self._timed(
-                partial(self.backend.embed_texts, dedup.unique[rows], truncate, scope.deadline), scope
+                partial(self.backend.embed_texts, texts, truncate, scope.deadline),
+                scope,
+                text_cost(texts, info.max_length),
             )
         except GatewayError as exc:
 
@@ -337,7 +375,12 @@ class EmbeddingService:
         dedup = Dedup.of([tuple(row) for row in rows])
         parts = await gather_or_cancel(
             [
-                partial(self._timed, partial(self.backend.embed_token_ids, dedup.unique[s], scope.deadline), scope)
+                partial(
+                    self._timed,
+                    partial(self.backend.embed_token_ids, dedup.unique[s], scope.deadline),
+                    scope,
+                    ids_cost(dedup.unique[s]),
+                )
                 for s in chunk_slices(len(dedup.unique), batch)
             ],
             self.settings.chunk_concurrency,

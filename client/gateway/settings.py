@@ -77,6 +77,14 @@ class GatewaySettings(BaseSettings):
         description="Triton requests one API request keeps in flight; more overlaps better, fewer leaves "
         "room in Triton's queue for other callers (a 2048-input request is 32 chunks of 64).",
     )
+    max_inflight_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens of calls (an upper bound counted from characters) the gateway lets into Triton at "
+        "once; other chunks wait in the gateway, the request with the fewest tokens in flight first, so one "
+        "huge request cannot starve small ones and an abandoned request's waiting chunks are never sent. "
+        "Unset: two full batches of the longest texts (2 x max batch x max length).",
+    )
     cancel_triton_calls: CancelMode = Field(
         CancelMode.AUTO,
         description="Cancel a request's Triton calls already in flight when its client disconnects, its "

@@ -46,10 +46,9 @@ def restricted_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gatew
 @pytest.fixture(scope="session")
 def burst_gateway(triton: TritonLike, gateway_logs: Path) -> Iterator[Gateway]:
     """Admits one embedding request at a time (a concurrent second one gets 429), but sends all of its
-    chunks to Triton at once (enough to overflow Triton's queue)."""
-    running = start_gateway(
-        gateway_logs, {**_triton_settings(triton), "MAX_CONCURRENT_REQUESTS": "1", "CHUNK_CONCURRENCY": "1000"}
-    )
+    chunks to Triton at once (enough to overflow Triton's queue): no fair share holding them back."""
+    settings = {"MAX_CONCURRENT_REQUESTS": "1", "CHUNK_CONCURRENCY": "1000", "MAX_INFLIGHT_TOKENS": str(10**12)}
+    running = start_gateway(gateway_logs, {**_triton_settings(triton), **settings})
     yield running
     stop_gateway(running)
 

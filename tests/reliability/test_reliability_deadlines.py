@@ -75,7 +75,8 @@ def test_request_timeout_is_the_grpc_deadline(impatient_gateway: Gateway, triton
     elapsed = time.monotonic() - start
     at_deadline = Scrape.of(triton.metrics_url)
     assert response.status_code == 504, response.text[:300]
-    assert f"did not answer within {TIMEOUT_S:g} s" in response.json()["error"]["message"]
+    # Triton's deadline or the gateway's queue (chunks waiting for room in Triton): both name the timeout
+    assert f" within {TIMEOUT_S:g} s" in response.json()["error"]["message"]
     assert elapsed < TIMEOUT_S + 1.0  # the deadline plus parsing a large body, not the seconds of work
     settle_s = pending_settles(triton.metrics_url, triton.model_name)
     after = Scrape.of(triton.metrics_url)
