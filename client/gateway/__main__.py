@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import Sequence
 
 import uvicorn
 from pydantic_settings import CliApp
 
 from bge_client.gateway.app import create_app
+from bge_client.gateway.connections import uvicorn_options
 from bge_client.gateway.settings import GatewaySettings
 from bge_model_repository.logs import configure_logging
 
@@ -31,6 +33,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings.port,
     )
     log.info("settings: %s", settings.describe())
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if open_files != resource.RLIM_INFINITY and settings.max_connections + 64 > open_files:
+        log.warning(
+            "max_connections=%d does not fit the open-file limit of %d: raise it (ulimit -n) or lower "
+            "BGE_GATEWAY_MAX_CONNECTIONS, or connections past the limit fail with 'Too many open files'",
+            settings.max_connections,
+            open_files,
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -39,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=settings.log_level == "debug",
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        **uvicorn_options(
+            settings.read_timeout_s, settings.keep_alive_timeout_s, settings.max_header_bytes, settings.max_connections
+        ),
     )
 
 

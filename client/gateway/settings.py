@@ -118,6 +118,27 @@ class GatewaySettings(BaseSettings):
         "for up to this long, then exits. Keep it under the pod's terminationGracePeriodSeconds "
         "minus its preStop sleep.",
     )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request, headers and body, must arrive within this long of its connection opening (or "
+        "of the previous answer on it); otherwise the connection is closed. Frees what idle and slowloris "
+        "connections hold.",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="A keep-alive connection idle this long after an answer is closed."
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        gt=0,
+        description="Largest request line plus headers, in bytes (this bounds their count too); more gets 400.",
+    )
+    max_connections: int = Field(
+        1024,
+        gt=0,
+        description="Connections served at once; past it a request gets 503 at once. Keep it under the "
+        "process's open-file limit.",
+    )
     log_level: LogLevel = Field("info", description="Logging level of the gateway and uvicorn.")
 
     @field_validator("matryoshka_dims", mode="before")
