@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 from collections.abc import Sequence
 
 import uvicorn
@@ -17,9 +18,26 @@ from bge_model_repository.logs import configure_logging
 log = logging.getLogger("bge-gateway")
 
 
+SECRET_FLAGS = ("--api-key",)
+"""Flags refused on the command line: every local user can read a process's argv in /proc/<pid>/cmdline."""
+
+
+def refuse_secret_flags(argv: Sequence[str]) -> None:
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in SECRET_FLAGS:
+            raise SystemExit(
+                f"bge-gateway: {flag} is refused: a key on the command line is readable by every local user "
+                "(/proc/<pid>/cmdline, ps). Set BGE_GATEWAY_API_KEY in the environment or pass "
+                "--api-key-file <path> (a mounted Secret)."
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse flags (over `BGE_GATEWAY_*` env vars), say what will be served, and serve it."""
-    settings = CliApp.run(GatewaySettings, cli_args=list(argv) if argv is not None else None)
+    args = list(sys.argv[1:] if argv is None else argv)
+    refuse_secret_flags(args)
+    settings = CliApp.run(GatewaySettings, cli_args=args)
     configure_logging(settings.log_level)
     log.info(
         "serving model '%s' from Triton model '%s' at %s (gRPC)",

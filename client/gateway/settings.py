@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bge_model_repository.contract import DEFAULT_GRPC_URL, DEFAULT_MODEL, GATEWAY_PORT
@@ -45,7 +46,13 @@ class GatewaySettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Interface to bind; 127.0.0.1 keeps it off the network.")
     port: int = Field(GATEWAY_PORT, ge=0, le=65535, description="HTTP port.")
     api_key: SecretStr | None = Field(
-        None, description="If set, every route but /health needs `Authorization: Bearer <key>`."
+        None,
+        description="If set, every route but /health needs `Authorization: Bearer <key>`. From the environment "
+        "only (BGE_GATEWAY_API_KEY) or api_key_file: a key on the command line is readable by every local "
+        "user in /proc/<pid>/cmdline, so --api-key is refused.",
+    )
+    api_key_file: Path | None = Field(
+        None, description="File holding the API key (a mounted Secret); surrounding whitespace is ignored."
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024,
@@ -140,6 +147,22 @@ class GatewaySettings(BaseSettings):
         "process's open-file limit.",
     )
     log_level: LogLevel = Field("info", description="Logging level of the gateway and uvicorn.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or not values.get("api_key_file"):
+            return values
+        if values.get("api_key"):
+            raise ValueError("set the API key once: api_key or api_key_file, not both")
+        path = Path(values["api_key_file"])
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"api_key_file {path} cannot be read: {exc.strerror}") from None
+        if not key:
+            raise ValueError(f"api_key_file {path} is empty")
+        return {**values, "api_key": key}
 
     @field_validator("matryoshka_dims", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -103,3 +104,27 @@ def test_cancelling_triton_calls_follows_the_server_version(mode: str, version: 
 def test_cancel_mode_rejects_nonsense() -> None:
     with pytest.raises(ValidationError, match="cancel_triton_calls"):
         GatewaySettings(cancel_triton_calls="sometimes")
+
+
+def test_the_api_key_comes_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("s3cret\n")
+    assert GatewaySettings(api_key_file=key_file).api_key.get_secret_value() == "s3cret"  # type: ignore[union-attr]
+    with pytest.raises(ValidationError, match="not both"):
+        GatewaySettings(api_key="a", api_key_file=key_file)
+    with pytest.raises(ValidationError, match="cannot be read"):
+        GatewaySettings(api_key_file=tmp_path / "missing")
+    (tmp_path / "empty").write_text(" \n")
+    with pytest.raises(ValidationError, match="is empty"):
+        GatewaySettings(api_key_file=tmp_path / "empty")
+
+
+@pytest.mark.parametrize("argv", [["--api-key", "s3cret"], ["--api-key=s3cret"]])
+def test_a_key_on_the_command_line_is_refused_naming_the_env_var_and_the_file(argv: list[str]) -> None:
+    from bge_client.gateway.__main__ import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    message = str(refused.value.code)
+    assert "--api-key is refused" in message and "BGE_GATEWAY_API_KEY" in message and "--api-key-file" in message
+    assert "s3cret" not in message

@@ -24,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 from bge_client.gateway.app import create_app
 from bge_client.gateway.settings import GatewaySettings
+from bge_deploy.serving.process import proc_cmdline
 from bge_deploy.serving.triton import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
@@ -136,3 +137,16 @@ def test_triton_admin_grpc_apis_need_the_key(admin_triton: LaunchedTriton, trito
                 call(headers={GRPC_ADMIN_HEADER: ADMIN_KEY})
         assert client.is_model_ready(triton.model_name)  # health and inference stay open
         assert client.get_model_metadata(triton.model_name).name == triton.model_name
+
+
+def test_the_gateway_key_from_a_file_is_in_no_command_line(start_gateway_for: GatewayFactory, tmp_path: Path) -> None:
+    """A key mounted as a file works and appears in no process's /proc/<pid>/cmdline."""
+    key_file = tmp_path / "gateway-key"
+    key_file.write_text(f"{API_KEY}-from-file\n")
+    gateway = start_gateway_for(API_KEY_FILE=str(key_file))
+    url = f"{gateway.url}/v1/models"
+    assert httpx.get(url, headers={"authorization": f"Bearer {API_KEY}-from-file"}).status_code == 200
+    assert httpx.get(url, headers={"authorization": "Bearer wrong"}).status_code == 401
+    readers = [pid for pid in Path("/proc").iterdir() if pid.name.isdigit()]
+    exposed = [pid.name for pid in readers if f"{API_KEY}-from-file" in " ".join(proc_cmdline(int(pid.name)))]
+    assert exposed == []
