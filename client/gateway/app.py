@@ -17,6 +17,7 @@ from bge_client.gateway.errors import ErrorKind, GatewayError, from_http_status,
 from bge_client.gateway.inference import Backend
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.middleware import (
+    AdmissionMiddleware,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,
@@ -127,10 +128,15 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
         log.exception("unexpected error (request %s)", request_id_of(request.scope))
         return respond(request, GatewayError(ErrorKind.BACKEND, f"internal error: {type(exc).__name__}"))
 
-    # Added last = runs first: count everything, then authenticate, then bound the body, then watch the
-    # connection while the handler runs.
+    def overloaded() -> GatewayError | None:
+        service: EmbeddingService | None = getattr(app.state, "service", None)
+        return None if service is None else service.overloaded()
+
+    # Added last = runs first: count everything, then authenticate, then refuse at once when every slot is
+    # taken, then bound the body, then watch the connection while the handler runs.
     app.add_middleware(CancelOnDisconnectMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, overloaded=overloaded, metrics=metrics)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

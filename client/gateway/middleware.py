@@ -11,6 +11,7 @@ import hmac
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -151,6 +152,29 @@ class ApiKeyMiddleware:
             receive,
             send,
         )
+
+
+ADMITTED_PATHS = frozenset({"/v1/embeddings", "/embed", "/tokenize"})
+"""Routes that take one of the service's max_concurrent_requests slots."""
+
+
+class AdmissionMiddleware:
+    """429 before the body is read when every slot is taken: under a 10x burst a refusal costs the gateway
+    only the request's headers, so it stays fast however big the bodies are. The service admits for real
+    after parsing (`EmbeddingService._admitted`); this is the cheap early answer."""
+
+    def __init__(self, app: ASGIApp, overloaded: Callable[[], GatewayError | None], metrics: Metrics) -> None:
+        self.app = app
+        self.overloaded = overloaded
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ADMITTED_PATHS:
+            error = self.overloaded()
+            if error is not None:
+                await reject(error, self.metrics, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -226,14 +226,20 @@ class EmbeddingService:
 
         return await self._admitted(run)
 
+    def overloaded(self) -> GatewayError | None:
+        """The 429 to answer when every one of max_concurrent_requests slots is taken, else None."""
+        if self._in_flight < self.settings.max_concurrent_requests:
+            return None
+        return GatewayError(
+            ErrorKind.OVERLOADED,
+            f"the gateway already has {self._in_flight} requests in flight "
+            f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly",
+        )
+
     async def _admitted(self, work: Callable[[RequestScope], Awaitable[T]]) -> T:
         """Run `work` holding one of max_concurrent_requests slots, or 429 at once."""
-        if self._in_flight >= self.settings.max_concurrent_requests:
-            raise GatewayError(
-                ErrorKind.OVERLOADED,
-                f"the gateway already has {self._in_flight} requests in flight "
-                f"(max_concurrent_requests={self.settings.max_concurrent_requests}); retry shortly",
-            )
+        if (error := self.overloaded()) is not None:
+            raise error
         self._in_flight += 1
         self.metrics.admitted.set(self._in_flight)
         scope = RequestScope(deadline=Deadline.after(self.settings.request_timeout_s))
