@@ -149,11 +149,26 @@ class EmbeddingService:
         """Healthy only when Triton reports the model ready (raises UNAVAILABLE with the reason)."""
         await self.backend.check_ready()
         info = await self.load_info()
+        self._check_backlog()
         return Health(
             model=self.settings.public_model_name,
             triton_model=self.settings.model_name,
             max_batch_size=info.max_batch_size,
             dim=info.dim,
+        )
+
+    def _check_backlog(self) -> None:
+        """Not ready while the gateway's queue is so old that new requests would likely miss their deadline:
+        readiness takes the pod out of the Service until the backlog drains (liveness is not affected)."""
+        share = self.fair_share
+        limit = self.settings.backlog_unready_s or self.settings.request_timeout_s / 2
+        if share is None or (waited := share.oldest_wait_s()) <= limit:
+            return
+        raise GatewayError(
+            ErrorKind.UNAVAILABLE,
+            f"backlogged: the oldest of {share.queued} chunks waiting for room in Triton has waited {waited:.1f} s, "
+            f"over {limit:g} s (backlog_unready_s); new requests would likely miss their deadline. Ready again "
+            "once the backlog drains",
         )
 
     def check_model(self, model: str | None) -> None:

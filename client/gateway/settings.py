@@ -92,6 +92,13 @@ class GatewaySettings(BaseSettings):
         "huge request cannot starve small ones and an abandoned request's waiting chunks are never sent. "
         "Unset: two full batches of the longest texts (2 x max batch x max length).",
     )
+    backlog_unready_s: float | None = Field(
+        None,
+        gt=0,
+        description="/health answers 503 (not ready) while a chunk has waited this long in the gateway for "
+        "room in Triton, so a load balancer sends new requests elsewhere until the backlog drains. Unset: "
+        "half of request_timeout_s.",
+    )
     cancel_triton_calls: CancelMode = Field(
         CancelMode.AUTO,
         description="Cancel a request's Triton calls already in flight when its client disconnects, its "

@@ -171,3 +171,24 @@ def test_the_service_keeps_tritons_share_and_abandoned_chunks_are_never_sent() -
     assert sent_while_held == 2  # 5 + 5 tokens fit in 12, a third does not
     assert sent_in_all == 2  # the 62 queued chunks left with their request
     assert used_after == 0
+
+
+def test_health_is_503_while_the_queue_is_older_than_the_backlog_limit() -> None:
+    async def run() -> tuple[str, bool]:
+        gate = asyncio.Event()
+        backend = FakeBackend(max_batch_size=1, hold=gate)
+        settings = GatewaySettings(max_inflight_tokens=1, backlog_unready_s=0.1)
+        service = EmbeddingService(settings, backend, Metrics())
+        await service.health()  # idle: ready
+        request = EmbeddingRequest.model_validate({"model": "bge-large-zh-v1.5", "input": ["a", "b", "c"]})
+        task = asyncio.create_task(service.embed(request))
+        await asyncio.sleep(0.2)
+        with pytest.raises(GatewayError) as unready:
+            await service.health()
+        gate.set()
+        await task
+        await service.health()  # drained: ready again
+        return unready.value.message, unready.value.kind is ErrorKind.UNAVAILABLE
+
+    message, unavailable = asyncio.run(run())
+    assert unavailable and message.startswith("backlogged: the oldest of 2 chunks") and "backlog_unready_s" in message

@@ -116,3 +116,33 @@ def test_the_share_is_logged_and_exported(gateways: dict[str, Gateway]) -> None:
     assert scrape.value("bge_gateway_triton_token_capacity") > 0
     assert scrape.value("bge_gateway_triton_tokens_in_flight") == 0
     assert scrape.value("bge_gateway_queued_chunks") == 0
+
+
+def test_readiness_says_backlogged_while_the_queue_is_old_and_recovers(start_gateway_for: GatewayFactory) -> None:
+    """/health (the gateway's readiness probe) turns 503 while chunks wait longer than backlog_unready_s, and
+    200 again once the backlog drained; the requests themselves are all answered."""
+    gateway = start_gateway_for(MAX_INFLIGHT_TOKENS="1000", BACKLOG_UNREADY_S="0.3")
+    texts = [f"积压测试 {i} " + "天气不错，适合出门散步。" * (BIG_CHARS // 12) for i in range(512)]
+    outcome: dict[str, int] = {}
+
+    def send() -> None:
+        outcome["status"] = httpx.post(f"{gateway.url}/v1/embeddings", json=body(texts), timeout=300).status_code
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    seen: list[tuple[float, int, str]] = []
+    start = time.monotonic()
+    while thread.is_alive():
+        health = httpx.get(f"{gateway.url}/health", timeout=10)
+        seen.append((time.monotonic() - start, health.status_code, health.text[:200]))
+        time.sleep(0.1)
+    thread.join()
+    after = httpx.get(f"{gateway.url}/health", timeout=10)
+    unready = [(t, text) for t, status, text in seen if status == 503]
+    print(
+        f"\n512 x 2600-character request over a 1000-token share: /health 503 for {len(unready)} of {len(seen)} polls "
+        f"(first at {unready[0][0] if unready else float('nan'):.2f} s), 200 after it finished"
+    )
+    assert outcome["status"] == 200
+    assert unready and "backlogged" in unready[0][1]
+    assert after.status_code == 200
