@@ -32,10 +32,19 @@ ONLY_TRITONCLIENT_IMPORTER_IN_THE_GATEWAY = "bge_client.gateway.triton_backend"
 GATEWAY_LOWER = {
     "bge_client.gateway.inference": {"bge_client.gateway.errors"},
     "bge_client.gateway.token_ids": {"bge_client.gateway.errors", "bge_client.gateway.inference"},
+    "bge_client.gateway.fair_share": {"bge_client.gateway.inference"},
+    "bge_client.gateway.calls": {
+        "bge_client.gateway.errors",
+        "bge_client.gateway.fair_share",
+        "bge_client.gateway.inference",
+        "bge_client.gateway.metrics",
+    },
     "bge_client.gateway.service": {
+        "bge_client.gateway.calls",
         "bge_client.gateway.cancellation",
         "bge_client.gateway.dimensions",
         "bge_client.gateway.errors",
+        "bge_client.gateway.fair_share",
         "bge_client.gateway.inference",
         "bge_client.gateway.limits",
         "bge_client.gateway.metrics",

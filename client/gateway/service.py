@@ -11,22 +11,23 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from bge_client.batching import Dedup, chunk_slices, gather_or_cancel
+from bge_client.gateway.calls import RequestScope, TritonCalls
 from bge_client.gateway.cancellation import cancellation_decision
 from bge_client.gateway.dimensions import resolve_dimensions, shorten
 from bge_client.gateway.errors import ErrorKind, GatewayError
-from bge_client.gateway.fair_share import FairShare, NoRoomInTimeError, ids_cost, text_cost
+from bge_client.gateway.fair_share import FairShare, ids_cost, text_cost
 from bge_client.gateway.inference import Backend, Deadline, ModelInfo
 from bge_client.gateway.limits import check_count, check_sizes, shown
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.protocol import EmbeddingRequest, Health, TextInputs, Version
-from bge_client.gateway.settings import CancelMode, GatewaySettings
+from bge_client.gateway.settings import GatewaySettings
 from bge_client.gateway.tei_protocol import EmbeddingModel, Info, ModelType, dtype_name
 from bge_client.gateway.token_ids import TokenRowRule
 from bge_model_repository.contract import RowError, Truncate
@@ -42,20 +43,6 @@ except importlib.metadata.PackageNotFoundError:  # run from a source tree withou
     VERSION = "0+unknown"
 
 T = TypeVar("T")
-
-
-@dataclass(eq=False)  # hashed by identity: it is the owner of its chunks in the fair share
-class RequestScope:
-    """What follows one request into its chunk tasks: its deadline and the Triton calls it started."""
-
-    deadline: Deadline
-    calls: set[asyncio.Future[Any]] = field(default_factory=set)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Done-callback of a shielded call whose request has gone: its outcome has nobody left to tell."""
-    if not task.cancelled():
-        task.exception()
 
 
 def for_caller(error: GatewayError, where: Callable[[int], str], param: str) -> GatewayError:
@@ -91,21 +78,16 @@ class EmbeddingService:
         self.info: ModelInfo | None = None
         self.created = int(time.time())
         self._in_flight = 0
-        self._leftovers: set[asyncio.Task[None]] = set()
         self._unknown_fields_seen: set[str] = set()
-        self.cancel_calls = settings.cancel_triton_calls is CancelMode.TRUE
-        self.fair_share: FairShare | None = None  # sized from the model once it is known
+        self.calls = TritonCalls(metrics, settings.request_timeout_s)
 
     async def load_info(self) -> ModelInfo:
         """Model facts, read from Triton the first time the model is reachable."""
         if self.info is None:
             info = await self.backend.model_info()
-            self.cancel_calls, why = cancellation_decision(self.settings.cancel_triton_calls, info.server_version)
+            cancel, why = cancellation_decision(self.settings.cancel_triton_calls, info.server_version)
             capacity = self.settings.max_inflight_tokens or 2 * info.max_batch_size * info.max_length
-            share = self.fair_share = FairShare(capacity)
-            self.metrics.inflight_capacity.set(capacity)
-            self.metrics.inflight_tokens.set_function(lambda: share.used)
-            self.metrics.queued_chunks.set_function(lambda: share.queued)
+            self.calls.configure(FairShare(capacity), cancel)
             self.info = info
             log.info(
                 "ready: Triton model %r at %s is ready (max batch %d, %d dimensions); serving %r",
@@ -117,7 +99,7 @@ class EmbeddingService:
             )
             log.info(
                 "abandoned requests %s their Triton calls in flight: %s",
-                "cancel" if self.cancel_calls else "do not cancel",
+                "cancel" if cancel else "do not cancel",
                 why,
             )
             log.info(
@@ -149,26 +131,12 @@ class EmbeddingService:
         """Healthy only when Triton reports the model ready (raises UNAVAILABLE with the reason)."""
         await self.backend.check_ready()
         info = await self.load_info()
-        self._check_backlog()
+        self.calls.check_backlog(self.settings.backlog_unready_s or self.settings.request_timeout_s / 2)
         return Health(
             model=self.settings.public_model_name,
             triton_model=self.settings.model_name,
             max_batch_size=info.max_batch_size,
             dim=info.dim,
-        )
-
-    def _check_backlog(self) -> None:
-        """Not ready while the gateway's queue is so old that new requests would likely miss their deadline:
-        readiness takes the pod out of the Service until the backlog drains (liveness is not affected)."""
-        share = self.fair_share
-        limit = self.settings.backlog_unready_s or self.settings.request_timeout_s / 2
-        if share is None or (waited := share.oldest_wait_s()) <= limit:
-            return
-        raise GatewayError(
-            ErrorKind.UNAVAILABLE,
-            f"backlogged: the oldest of {share.queued} chunks waiting for room in Triton has waited {waited:.1f} s, "
-            f"over {limit:g} s (backlog_unready_s); new requests would likely miss their deadline. Ready again "
-            "once the backlog drains",
         )
 
     def check_model(self, model: str | None) -> None:
@@ -261,23 +229,7 @@ class EmbeddingService:
         try:
             return await work(scope)
         finally:
-            self._release(scope)
-
-    def _release(self, scope: RequestScope) -> None:
-        """Free the request's slot, or, if Triton calls it left running are still out, once they end: so
-        max_concurrent_requests x chunk_concurrency keeps bounding the calls in Triton."""
-        running = [call for call in scope.calls if not call.done()]
-        if not running:
-            self._free_slot()
-            return
-
-        async def release_later() -> None:
-            await asyncio.wait(running)
-            self._free_slot()
-
-        leftover = asyncio.ensure_future(release_later())
-        self._leftovers.add(leftover)
-        leftover.add_done_callback(self._leftovers.discard)
+            self.calls.when_done(scope, self._free_slot)
 
     def _free_slot(self) -> None:
         self._in_flight -= 1
@@ -285,8 +237,7 @@ class EmbeddingService:
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: wait for Triton calls left running by abandoned requests (each ends by its deadline)."""
-        if self._leftovers:
-            await asyncio.wait(set(self._leftovers), timeout=timeout_s)
+        await self.calls.drain(timeout_s)
 
     async def _embed(self, request: EmbeddingRequest, scope: RequestScope) -> EmbeddingResult:
         inputs = request.inputs()
@@ -333,31 +284,8 @@ class EmbeddingService:
         return EmbeddingResult(shorten(vectors, dim), num_tokens, inference_s, characters)
 
     async def _timed(self, call: Callable[[], Awaitable[T]], scope: RequestScope, cost: int) -> T:
-        """One Triton call of `cost` tokens, sent when the fair share has room for it, timed. Unless
-        `cancel_calls` (`cancellation_decision`), it is shielded: a request that is cancelled (client gone, a
-        sibling chunk failed) sends no further calls but lets this one finish at Triton."""
-        await self.load_info()
-        share = self.fair_share
-        assert share is not None  # set with info
-        waited = time.perf_counter()
-        try:
-            await share.acquire(scope, cost, scope.deadline)
-        except NoRoomInTimeError as exc:
-            raise GatewayError(
-                ErrorKind.TIMEOUT,
-                f"the request did not finish within {self.settings.request_timeout_s:g} s (request_timeout_s): "
-                f"its chunks left were waiting for room in Triton ({exc}) and were not sent",
-            ) from None
-        start = time.perf_counter()
-        self.metrics.fair_share_wait_seconds.observe(start - waited)
-        task: asyncio.Future[T] = asyncio.ensure_future(call())
-        task.add_done_callback(lambda _: share.release(scope, cost))
-        task.add_done_callback(lambda _: self.metrics.triton_seconds.observe(time.perf_counter() - start))
-        if self.cancel_calls:
-            return await task
-        scope.calls.add(task)
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        await self.load_info()  # sizes the fair share
+        return await self.calls.send(call, scope, cost)
 
     async def _embed_texts(
         self, texts: list[str], truncate: Truncate, batch: int, scope: RequestScope

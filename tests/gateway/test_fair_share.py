@@ -163,7 +163,7 @@ def test_the_service_keeps_tritons_share_and_abandoned_chunks_are_never_sent() -
         await asyncio.sleep(0.01)
         gate.set()
         await asyncio.sleep(0.05)
-        share = service.fair_share
+        share = service.calls.share
         assert share is not None
         return sent_while_held, len(backend.text_calls), share.used
 
