@@ -19,7 +19,10 @@ from bge_client.gateway.protocol import EmbeddingRequest
 from bge_client.gateway.service import EmbeddingService
 from bge_client.gateway.settings import GatewaySettings
 
-LONG = Deadline.after(60)
+
+def far() -> Deadline:
+    """A deadline a minute from now (made per call: one made at import would pass while the suite runs)."""
+    return Deadline.after(60)
 
 
 async def settle() -> None:
@@ -36,10 +39,10 @@ def test_room_goes_to_requests_let_in_least_recently_then_to_the_oldest_chunk() 
     async def run() -> list[str]:
         share = FairShare(capacity=10)
         order: list[str] = []
-        await share.acquire("big", 10, LONG)  # fills it
+        await share.acquire("big", 10, far())  # fills it
 
         async def wait(owner: str, cost: int) -> None:
-            await share.acquire(owner, cost, LONG)
+            await share.acquire(owner, cost, far())
             order.append(owner)
 
         tasks = [asyncio.create_task(wait("big", 10)) for _ in range(2)]
@@ -66,11 +69,11 @@ def test_a_small_request_passes_the_chunks_of_a_big_one_that_holds_room() -> Non
     async def run() -> list[str]:
         share = FairShare(capacity=11)
         order: list[str] = []
-        await share.acquire("big", 5, LONG)
-        await share.acquire("big", 5, LONG)
+        await share.acquire("big", 5, far())
+        await share.acquire("big", 5, far())
 
         async def wait(owner: str, cost: int) -> None:
-            await share.acquire(owner, cost, LONG)
+            await share.acquire(owner, cost, far())
             order.append(owner)
 
         queued_big = [asyncio.create_task(wait("big", 5)) for _ in range(4)]
@@ -90,8 +93,8 @@ def test_a_small_request_passes_the_chunks_of_a_big_one_that_holds_room() -> Non
 def test_a_chunk_bigger_than_the_capacity_goes_alone_and_nobody_starves() -> None:
     async def run() -> int:
         share = FairShare(capacity=4)
-        await share.acquire("a", 3, LONG)
-        big = asyncio.create_task(share.acquire("b", 100, LONG))
+        await share.acquire("a", 3, far())
+        big = asyncio.create_task(share.acquire("b", 100, far()))
         await settle()
         assert not big.done()
         share.release("a", 3)
@@ -104,7 +107,7 @@ def test_a_chunk_bigger_than_the_capacity_goes_alone_and_nobody_starves() -> Non
 def test_the_deadline_passing_in_the_queue_frees_its_place() -> None:
     async def run() -> tuple[NoRoomInTimeError, int]:
         share = FairShare(capacity=1)
-        await share.acquire("a", 1, LONG)
+        await share.acquire("a", 1, far())
         with pytest.raises(NoRoomInTimeError) as caught:
             await share.acquire("b", 1, Deadline.after(0.05))
         return caught.value, share.queued
@@ -132,9 +135,9 @@ def test_a_deadline_in_the_gateway_queue_is_a_504_naming_the_setting() -> None:
 def test_a_cancelled_waiter_leaves_the_queue_and_lets_the_next_in() -> None:
     async def run() -> tuple[int, int, bool]:
         share = FairShare(capacity=1)
-        await share.acquire("a", 1, LONG)
-        gone = asyncio.create_task(share.acquire("b", 1, LONG))
-        after = asyncio.create_task(share.acquire("c", 1, LONG))
+        await share.acquire("a", 1, far())
+        gone = asyncio.create_task(share.acquire("b", 1, far()))
+        after = asyncio.create_task(share.acquire("c", 1, far()))
         await settle()
         gone.cancel()
         await settle()
