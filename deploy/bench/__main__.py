@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from bge_deploy.bench.drivers import check_targets
 from bge_deploy.bench.random_model import WEIGHT_FILES
-from bge_deploy.bench.report import format_table, write_json, write_plot
+from bge_deploy.bench.report import compare_tables, format_table, write_json, write_plot
 from bge_deploy.bench.scenarios import Endpoints, describe_meta, preflight, run_all
 from bge_deploy.bench.settings import BenchSettings
 from bge_model_repository.logs import configure_logging
@@ -41,6 +41,10 @@ log = logging.getLogger("bge-bench")
 def finish(args: BenchSettings, endpoints: Endpoints, notes: list[str], results: list[dict[str, Any]]) -> None:
     meta = describe_meta(args, endpoints, notes)
     print(format_table(results))
+    comparison = compare_tables(results)
+    if comparison:
+        print()
+        print(comparison)
     for note in notes:
         print(f"note: {note}")
     for r in results:
@@ -73,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     targets = args.targets
     notes: list[str] = []
+    try:
+        check_targets(list(args.peers.values()), args.allow_remote)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if args.self_contained:
         from bge_deploy.bench.local_stack import LocalStack, StackSettings
 
@@ -93,13 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not targets:
                 log.error("nothing to benchmark: %s", "; ".join(notes))
                 return 1
-            endpoints = Endpoints(targets, stack.grpc_url, stack.metrics_url, stack.gateway_url)
+            endpoints = Endpoints(targets, stack.grpc_url, stack.metrics_url, stack.gateway_url, args.peers)
             notes.append(f"self-contained: {args.precision.value} encoder, onnxruntime threads={args.threads}")
+            problems = preflight(Endpoints((), "", "", None, args.peers), args)
+            if problems:
+                log.error("%s", "; ".join(problems))
+                return 1
             results = run_all(args, endpoints, notes)
             if args.keep:
                 notes.append(f"logs and repository kept in {stack.root}")
     else:
-        endpoints = Endpoints(targets, args.triton_grpc_url, args.triton_metrics_url, args.gateway_url)
+        endpoints = Endpoints(targets, args.triton_grpc_url, args.triton_metrics_url, args.gateway_url, args.peers)
         urls = [endpoints.triton_grpc_url, endpoints.triton_metrics_url] + (
             [args.gateway_url] if "gateway" in targets else []
         )

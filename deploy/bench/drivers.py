@@ -54,6 +54,14 @@ def host_of(url: str) -> str:
     return parsed.hostname
 
 
+def port_of(url: str) -> int:
+    """Port of `http://host:port/...` or of a bare `host:port`, the scheme's default where none is given."""
+    parsed = urlsplit(url if "://" in url else f"//{url}")
+    if parsed.port is not None:
+        return parsed.port
+    return 443 if parsed.scheme == "https" else 80
+
+
 def is_loopback(host: str) -> bool:
     """True when every address the host resolves to is a loopback address."""
     try:
@@ -79,12 +87,13 @@ def check_targets(urls: Sequence[str], allow_remote: bool) -> None:
 class GatewayDriver:
     """OpenAI embeddings over HTTP: keep-alive connections, one per worker, as an SDK pool would.
 
+    The project's gateway (`/v1/embeddings` under its URL) or any OpenAI-compatible peer: `base_url` is
+    then what the openai SDK takes (infinity: http://host:7997, sglang or TEI: http://host:port/v1).
+
     aiohttp, not httpx: on a 2-core box the load generator shares the CPU with the server, and
     httpx spent 54% of a core at 150 requests/s where aiohttp spends about a third of that
     (BENCHMARKS.md, bge-small profile); the lighter client leaves the server its CPU.
     """
-
-    target = "gateway"
 
     def __init__(
         self,
@@ -94,8 +103,11 @@ class GatewayDriver:
         encoding_format: str = "base64",
         api_key: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        target: str = "gateway",
+        path: str = "/v1/embeddings",
     ) -> None:
-        self.url = base_url.rstrip("/") + "/v1/embeddings"
+        self.target = target
+        self.url = base_url.rstrip("/") + path
         self.model = model
         self.encoding_format = encoding_format
         self.headers = {"Content-Type": "application/json"}

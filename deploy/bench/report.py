@@ -29,6 +29,8 @@ COLUMNS = (
     ("ratio", "ratio"),
     ("sorted t/s", "baseline.offline_sorted.texts_per_s"),
     ("ratio s", "ratio_sorted"),
+    ("RSS MiB", "memory.rss_mib"),
+    ("PSS MiB", "memory.pss_mib"),
 )
 
 
@@ -61,6 +63,76 @@ def format_table(results: Sequence[Result]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
+
+
+OURS = ("gateway", "triton")  # what the peers are compared with, the first one present
+
+
+def workload_label(result: Result) -> str:
+    """`"1 client x 32 texts x 64 tokens"`, the words the issues and BENCHMARKS.md use."""
+    clients = result["concurrency"]
+    texts = result["texts_per_request"]
+    return (
+        f"{clients} client{'s' if clients != 1 else ''} x {texts} text{'s' if texts != 1 else ''} x "
+        f"{result['lengths']} tokens"
+    )
+
+
+def _rate_cells(result: Result | None) -> list[str]:
+    if result is None:
+        return ["n/a"] * 4
+    p50, p99 = lookup(result, "throughput.p50_ms"), lookup(result, "throughput.p99_ms")
+    spread = p99 / p50 if p50 and p99 is not None and not math.isnan(p50) and not math.isnan(p99) else None
+    return [cell(lookup(result, "throughput.texts_per_s")), cell(p50), cell(p99), cell(spread)]
+
+
+def peak_memory(results: Sequence[Result], target: str, key: str) -> float | None:
+    """The largest `memory.<key>` (rss_mib / pss_mib) measured after any of `target`'s scenarios."""
+    values = [lookup(r, f"memory.{key}") for r in results if r["target"] == target]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def compare_tables(results: Sequence[Result]) -> str:
+    """The project against each peer, workload by workload (same run, same machine): texts/s, p50, p99,
+    p99/p50 of each and the throughput ratio; then the served memory of each after the load.
+    Empty when the run had no peer."""
+    targets = list(dict.fromkeys(r["target"] for r in results))
+    ours = next((t for t in OURS if t in targets), None)
+    peers = [t for t in targets if t not in OURS]
+    if ours is None or not peers:
+        return ""
+    by_key = {(r["target"], r["lengths"], r["texts_per_request"], r["concurrency"]): r for r in results}
+    workloads = list(dict.fromkeys((r["lengths"], r["texts_per_request"], r["concurrency"]) for r in results))
+    blocks = []
+    for peer in peers:
+        header = ["workload", *(f"{ours} {h}" for h in ("texts/s", "p50", "p99", "p99/p50"))]
+        header += [*(f"{peer} {h}" for h in ("texts/s", "p50", "p99", "p99/p50")), "ratio"]
+        rows = []
+        for key in workloads:
+            mine, theirs = by_key.get((ours, *key)), by_key.get((peer, *key))
+            if mine is None and theirs is None:
+                continue
+            served = lookup(mine, "throughput.texts_per_s") if mine else None
+            other = lookup(theirs, "throughput.texts_per_s") if theirs else None
+            quotient = served / other if served is not None and other else None
+            label = workload_label(mine or theirs)  # type: ignore[arg-type]
+            rows.append([label, *_rate_cells(mine), *_rate_cells(theirs), cell(quotient)])
+        memory = []
+        for key, title in (("rss_mib", "RSS"), ("pss_mib", "PSS")):
+            a, b = peak_memory(results, ours, key), peak_memory(results, peer, key)
+            if a is not None or b is not None:
+                quotient = a / b if a is not None and b else None
+                memory.append(f"{title} MiB {ours} {cell(a)}, {peer} {cell(b)}, ratio {cell(quotient)}")
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+        lines = [f"{ours} vs {peer} (latencies in ms; ratio = {ours} texts/s / {peer} texts/s)"]
+        lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+        if memory:
+            lines.append("served memory after load (largest over the scenarios): " + "; ".join(memory))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def json_safe(value: Any) -> Any:

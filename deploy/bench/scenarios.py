@@ -9,14 +9,15 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bge_deploy.bench import footprint
 from bge_deploy.bench.baseline import BaselineResult, load_encoder, run_baseline
-from bge_deploy.bench.drivers import Driver, GatewayDriver, TritonDriver, run_load, warm_up
+from bge_deploy.bench.drivers import Driver, GatewayDriver, TritonDriver, port_of, run_load, warm_up
 from bge_deploy.bench.measure import ratio, summarize
 from bge_deploy.bench.server_stats import MetricsScraper, ServerStats
-from bge_deploy.bench.settings import BenchSettings
+from bge_deploy.bench.settings import TARGETS, BenchSettings
 from bge_deploy.bench.workload import Workload, build_workload, load_model_tokenizer
 
 
@@ -28,6 +29,16 @@ class Endpoints:
     triton_grpc_url: str
     triton_metrics_url: str
     gateway_url: str | None
+    peers: dict[str, str] = field(default_factory=dict)  # name -> OpenAI base URL
+
+    def ports(self, target: str) -> set[int]:
+        """The listening ports of the processes that serve `target` (whose memory is its footprint)."""
+        triton = {port_of(self.triton_grpc_url)}
+        if target == "gateway":
+            return triton | ({port_of(self.gateway_url)} if self.gateway_url else set())
+        if target == "triton":
+            return triton
+        return {port_of(self.peers[target])}
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,15 @@ def make_driver(args: BenchSettings, endpoints: Endpoints, target: str, concurre
             encoding_format=args.encoding_format,
             api_key=args.gateway_api_key,
         )
+    if target in endpoints.peers:
+        return GatewayDriver(
+            endpoints.peers[target],
+            args.peer_model or args.gateway_model or args.model_name,
+            concurrency,
+            encoding_format=args.encoding_format,
+            target=target,
+            path="/embeddings",
+        )
     return TritonDriver(endpoints.triton_grpc_url, args.model_name)
 
 
@@ -77,21 +97,25 @@ async def run_scenario(
 ) -> dict[str, Any]:
     requests = scenario.workload.requests(scenario.texts_per_request)
     driver = make_driver(args, endpoints, scenario.target, scenario.concurrency)
+    own = scenario.target in TARGETS  # Triton's counters say what the project's encoder did, not a peer
     try:
         warmup = args.warmup if args.warmup is not None else max(scenario.concurrency, 2)
         await warm_up(driver, requests, warmup, scenario.concurrency)
-        before = scraper.scrape()
+        before = scraper.scrape() if own else None
         record = await run_load(driver, requests, scenario.concurrency, args.requests, args.duration, on_done)
-        after = scraper.scrape()
+        after = scraper.scrape() if own else None
     finally:
         await driver.close()
     throughput = summarize(record)
+    memory = footprint.measure(endpoints.ports(scenario.target)) if args.memory else None
     stats = ServerStats.between(before, after) if before and after else None
     notes = []
     if record.reported_tokens is not None and record.reported_tokens != record.tokens:
         notes.append(f"server counted {record.reported_tokens} tokens, the workload {record.tokens}")
-    if stats is None:
+    if stats is None and own:
         notes.append(f"no metrics from {scraper.url}")
+    if memory is not None and memory.rss_mib is None:
+        notes.append(f"nothing listens on ports {', '.join(map(str, memory.ports))}: memory not measured")
     return {
         "target": scenario.target,
         "lengths": scenario.workload.spec.label,
@@ -100,6 +124,7 @@ async def run_scenario(
         "concurrency": scenario.concurrency,
         "throughput": asdict(throughput),
         "server": stats.to_dict() if stats else None,
+        "memory": memory.to_dict() if memory else None,
         "first_error": record.first_error,
         "notes": notes,
     }
@@ -128,6 +153,13 @@ def preflight(endpoints: Endpoints, args: BenchSettings) -> list[str]:
                     problems.append(f"gateway {endpoints.gateway_url}/health answered {response.status}")
         except OSError as exc:
             problems.append(f"gateway {endpoints.gateway_url} is not reachable ({exc})")
+    for name, url in endpoints.peers.items():
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=5) as response:
+                if response.status != 200:
+                    problems.append(f"peer {name} {url}/models answered {response.status}")
+        except OSError as exc:
+            problems.append(f"peer {name} {url} is not reachable ({exc}); is its base URL the openai SDK's?")
     if "triton" in endpoints.targets:
         import tritonclient.grpc as grpcclient
 
@@ -190,6 +222,8 @@ def describe_meta(args: BenchSettings, endpoints: Endpoints, notes: list[str]) -
         "model_name": args.model_name,
         "targets": list(endpoints.targets),
         "gateway_url": endpoints.gateway_url,
+        "peers": endpoints.peers,
+        "peer_model": args.peer_model,
         "triton_grpc_url": endpoints.triton_grpc_url,
         "triton_metrics_url": endpoints.triton_metrics_url,
         "self_contained": args.self_contained,

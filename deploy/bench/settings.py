@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from bge_export.settings import Precision
 from bge_model_repository.contract import DEFAULT_MODEL, GATEWAY_PORT, TRITON_GRPC_PORT, TRITON_METRICS_PORT
 
 TARGETS = ("gateway", "triton")
+PEER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
 DEFAULT_DURATION_S = 10.0
 
 
@@ -34,8 +36,29 @@ def _length_specs(value: Any) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def _peers(value: Any) -> Any:
+    """`"infinity=http://127.0.0.1:7997,tei=http://127.0.0.1:8080/v1"` -> {"infinity": "http://...", ...}."""
+    if isinstance(value, dict):
+        return value
+    peers: dict[str, str] = {}
+    for item in _comma_separated(value):
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip().rstrip("/")
+        if not sep or not url:
+            raise ValueError(f"peer '{item}' is not NAME=URL (URL: the OpenAI base URL, e.g. http://127.0.0.1:7997)")
+        if not PEER_NAME.match(name) or name in TARGETS:
+            raise ValueError(f"peer name '{name}': letters, digits, _ . - (up to 32), and not {' or '.join(TARGETS)}")
+        if name in peers:
+            raise ValueError(f"peer '{name}' given twice")
+        if "://" not in url:
+            raise ValueError(f"peer '{name}': '{url}' is not an http(s) URL")
+        peers[name] = url
+    return peers
+
+
 PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], NoDecode, BeforeValidator(_comma_separated)]
 LengthSpecs = Annotated[list[LengthSpec], NoDecode, BeforeValidator(_length_specs)]
+Peers = Annotated[dict[str, str], NoDecode, BeforeValidator(_peers)]
 
 
 class BenchSettings(BaseSettings):
@@ -51,7 +74,9 @@ class BenchSettings(BaseSettings):
     )
 
     # load
-    target: Literal["gateway", "triton", "both"] = Field("both", description="what to load")
+    target: Literal["gateway", "triton", "both", "none"] = Field(
+        "both", description="which of the project's endpoints to load (none: only the --peers)"
+    )
     concurrency: PositiveInts = Field([1, 8, 32], min_length=1, description="requests in flight, e.g. 1,8,32")
     lengths: LengthSpecs = Field(
         [LengthSpec(64, 64)],
@@ -68,6 +93,19 @@ class BenchSettings(BaseSettings):
         "base64", description="gateway response format (the openai SDK asks for base64)"
     )
     allow_remote: bool = Field(False, description="allow targets that are not loopback addresses")
+
+    peers: Peers = Field(
+        {},
+        description="other OpenAI-compatible servers loaded with the same scenarios in the same run, as "
+        "NAME=BASE_URL (the openai SDK's base_url: POST BASE_URL/embeddings), comma-separated, e.g. "
+        "infinity=http://127.0.0.1:7997",
+    )
+    peer_model: str | None = Field(None, description="`model` sent to the peers (default: the gateway's)")
+    memory: bool = Field(
+        True,
+        description="after each scenario, the RSS and PSS of the processes listening on each target's ports "
+        "and their children (--no-memory skips it)",
+    )
 
     # server
     model_dir: Path = Field(description="HF model dir with weights: tokenizer for the texts, weights for the baseline")
@@ -107,7 +145,9 @@ class BenchSettings(BaseSettings):
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return TARGETS if self.target == "both" else (self.target,)
+        """The project's own targets, then the peers, in the order given."""
+        own = {"both": TARGETS, "none": ()}.get(self.target, (self.target,))
+        return own + tuple(self.peers)
 
     @classmethod
     def from_cli(cls, argv: Sequence[str] | None = None) -> BenchSettings:

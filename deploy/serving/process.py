@@ -90,9 +90,30 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren and so on of ``pid`` (tritonserver's Python backend stubs, a server's workers)."""
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def tree_rss_bytes(pid: int) -> int:
     """RSS of a process and all its descendants (tritonserver plus its Python backend stubs)."""
-    return rss_bytes(pid) + sum(tree_rss_bytes(child) for child in children(pid))
+    return rss_bytes(pid) + sum(rss_bytes(member) for member in descendants(pid))
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size: pages shared with other processes split among them (None where the kernel
+    does not say, or the process is gone). Summed over a pod's processes it is close to what the
+    memory cgroup is charged, where RSS counts every shared page once per process."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def exit_description(stat: Sequence[str]) -> str:

@@ -52,8 +52,10 @@ def test_random_model_keeps_the_config_but_the_overridden_shape(tiny_model: Path
 
 
 @pytest.mark.slow
-def test_self_contained_run_against_triton(tiny_model: Path, tmp_path: Path) -> None:
+def test_self_contained_run_against_triton(tiny_model: Path, peer: tuple[str, int], tmp_path: Path) -> None:
+    """Triton and a peer in one run: the project's table, the side-by-side one, the memory of each."""
     out = tmp_path / "results"
+    peer_url, peer_port = peer
     command = [
         sys.executable,
         "-m",
@@ -84,15 +86,25 @@ def test_self_contained_run_against_triton(tiny_model: Path, tmp_path: Path) -> 
         "--no-progress",
         "--output-dir",
         str(out),
+        "--peers",
+        f"fake={peer_url}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "texts/s" in result.stdout and "p99 ms" in result.stdout
+    assert "triton vs fake (latencies in ms; ratio = triton texts/s / fake texts/s)" in result.stdout
+    assert "served memory after load (largest over the scenarios): RSS MiB triton" in result.stdout
 
     document = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert document["meta"]["self_contained"] and document["meta"]["targets"] == ["triton"]
-    [scenario] = document["scenarios"]
+    assert document["meta"]["self_contained"] and document["meta"]["targets"] == ["triton", "fake"]
+    scenario, peer_scenario = document["scenarios"]
+    assert (peer_scenario["target"], peer_scenario["throughput"]["errors"]) == ("fake", 0)
+    assert peer_scenario["memory"]["ports"] == [peer_port] and peer_scenario["server"] is None
+    # tritonserver with its Python-backend stubs (tokenizer and encoder instances; "triton_python_backend_stub")
+    names = [p["name"] for p in scenario["memory"]["processes"]]
+    assert names.count("tritonserver") == 1 and names.count("triton_python_b") >= 2, names
+    assert scenario["memory"]["rss_mib"] > 100 and scenario["memory"]["pss_mib"] <= scenario["memory"]["rss_mib"]
     assert (scenario["target"], scenario["concurrency"], scenario["texts_per_request"]) == ("triton", 2, 2)
     throughput = scenario["throughput"]
     assert throughput["requests"] == 20 and throughput["errors"] == 0
