@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bge_export.triton_config import (
     ENCODER_ONNX,
+    ENCODER_ONNX_DATA,
     ENCODER_PLAN,
     TOKENIZER_DIR,
     WARMUP_TOKENS,
@@ -34,6 +35,32 @@ def _fresh(folder: Path) -> Path:
         shutil.rmtree(folder)
     (folder / "1").mkdir(parents=True)
     return folder
+
+
+def write_encoder_onnx(source: Path, target: Path, external_data: bool) -> None:
+    """The encoder graph as served: one file (the GPU backends and TensorRT builds read it so), or with its
+    weights in ENCODER_ONNX_DATA beside it (the CPU encoder: one copy of the weights in memory, BENCHMARKS.md)."""
+    if not external_data:
+        shutil.copyfile(source, target)
+        return
+    import onnx
+
+    model = onnx.load(str(source))
+    onnx.save_model(
+        model,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=ENCODER_ONNX_DATA,
+        size_threshold=1024,
+    )
+    # onnx writes the weights owner-only; Triton often runs as another user than the export (pods, images)
+    (target.parent / ENCODER_ONNX_DATA).chmod(target.stat().st_mode & 0o777)
+
+
+def encoder_files(version: Path) -> list[Path]:
+    """The encoder's ONNX files in a version folder: the graph, and its weights where they are apart."""
+    return [path for path in (version / ENCODER_ONNX, version / ENCODER_ONNX_DATA) if path.is_file()]
 
 
 def _write_warmup(folder: Path, spec: RepositorySpec, tokenizer_dir: Path) -> None:
@@ -67,7 +94,7 @@ def write_repository(
 
     enc = _fresh(out / spec.encoder_name)
     (enc / "config.pbtxt").write_text(render(encoder_config(spec)), encoding="utf-8")
-    shutil.copyfile(onnx_file, enc / "1" / ENCODER_ONNX)
+    write_encoder_onnx(onnx_file, enc / "1" / ENCODER_ONNX, external_data=not spec.on_gpu)
     if plan_file is not None:
         shutil.copyfile(plan_file, enc / "1" / ENCODER_PLAN)
     if not spec.on_gpu:
@@ -82,7 +109,7 @@ def write_repository(
 
 
 def describe(spec: RepositorySpec) -> str:
-    size = (spec.settings.output / spec.encoder_name / "1" / ENCODER_ONNX).stat().st_size
+    size = sum(path.stat().st_size for path in encoder_files(spec.settings.output / spec.encoder_name / "1"))
     return (
         f"wrote {spec.settings.output}: '{spec.name}' (ensemble: text -> embedding[{spec.dim}] + num_tokens), "
         f"'{spec.tokenizer_name}', '{spec.encoder_name}' ({spec.settings.backend.value} backend, "

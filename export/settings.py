@@ -31,6 +31,10 @@ class Backend(str, Enum):
 PARITY_THRESHOLDS = {Precision.FP32: 0.99999, Precision.FP16: 0.999, Precision.INT8: 0.99}
 
 
+SMALL_WEIGHTS_MIB = 256
+"""Below this much encoder weights, a CPU export runs two instances by default (each with its own copy)."""
+
+
 class ExportSettings(BaseSettings):
     """bge-export: Hugging Face sentence-embedding model -> ONNX -> Triton model repository."""
 
@@ -59,8 +63,8 @@ class ExportSettings(BaseSettings):
     )
     cpu_engine: CpuEngine | None = Field(
         None,
-        description="python backend engine (default: openvino for fp32, the fastest fp32 CPU engine measured, "
-        "see BENCHMARKS.md; onnxruntime for int8 and fp16, whose graphs use onnxruntime's own ops)",
+        description="python backend engine (default onnxruntime: every precision, one copy of the weights; "
+        "openvino: fp32 only, some 10-20 percent faster on AVX-512 CPUs for about twice the memory, BENCHMARKS.md)",
     )
     int8_full: bool = Field(
         False, description="int8: FFN down-projections per tensor too, not in blocks (faster; may fail the gate)"
@@ -92,15 +96,22 @@ class ExportSettings(BaseSettings):
     max_queue_size: int = Field(
         256, ge=0, description="encoder queue bound; beyond it requests are rejected (0 = unbounded)"
     )
-    instances: int = Field(
-        2,
+    instances: int | None = Field(
+        None,
         ge=1,
-        description="encoder instances (default 2: on CPU one computes while the other's batch crosses Python "
-        "and shared memory; per GPU, copies overlap compute)",
+        description="encoder instances (default on CPU: 1, which runs --lanes sub-batches at once on one copy of "
+        f"the weights, for models over {SMALL_WEIGHTS_MIB} MiB of weights such as bge-large; 2 for smaller ones, "
+        "whose copies cost little and overlap each other's Python and shared-memory hops; 2 per GPU)",
     )
     tokenizer_instances: int = Field(1, ge=1, description="tokenizer model instances")
+    lanes: int = Field(
+        0,
+        ge=0,
+        description="CPU encoder: sub-batches one instance runs at once (0: chosen from the serving machine's "
+        "cores, up to 4: 2 cores run 2 lanes of 1 thread)",
+    )
     intra_op_threads: int = Field(
-        0, ge=0, description="encoder threads per CPU instance (0: the serving machine's cores / instances)"
+        0, ge=0, description="CPU encoder threads per lane (0: the serving machine's cores / instances / lanes)"
     )
     intra_op_spinning: bool = Field(
         False,
@@ -136,12 +147,24 @@ class ExportSettings(BaseSettings):
         """This export builds the TensorRT plan itself (so it needs this machine's GPU)."""
         return self.backend is Backend.TENSORRT and self.build_engine
 
+    def encoder_instances(self, weights_mib: float | None = None) -> int:
+        """The flag, else 2 per GPU and on CPU 2 for a small model, 1 (whose lanes share one copy of the
+        weights) for a large one or an unknown size.
+
+        Measured on 2 cores (BENCHMARKS.md): bge-small (90 MiB) serves 1.56x the single texts with 2 instances
+        for 0.7 GB more; bge-large (1.2 GiB) keeps within the peer's memory only as one instance, whose
+        lanes serve its batches 1.7x faster than two instances do."""
+        if self.instances is not None:
+            return self.instances
+        if self.backend is not Backend.PYTHON:
+            return 2
+        return 2 if weights_mib is not None and weights_mib < SMALL_WEIGHTS_MIB else 1
+
     def engine(self) -> CpuEngine:
-        """The engine that will run the encoder: the flag, else the fastest one that takes this precision."""
+        """The engine that will run the encoder: the flag, else onnxruntime (one copy of the weights; OpenVINO,
+        fp32 only, holds about twice as much for some 10-20 percent more fp32 speed, BENCHMARKS.md)."""
         if self.cpu_engine is not None:
             return self.cpu_engine
-        if self.precision is Precision.FP32 and self.backend is Backend.PYTHON:
-            return CpuEngine.OPENVINO
         return CpuEngine.ONNXRUNTIME
 
     def int8_cpu(self, cpu: CpuFeatures | None = None) -> Int8Target:

@@ -25,6 +25,9 @@ from bge_model_repository.self_check import SELF_CHECK_FILE
 from bge_model_repository.tokenization import SpecialIds
 
 ENCODER_ONNX = "model.onnx"
+ENCODER_ONNX_DATA = "model.onnx.data"
+"""The CPU encoder's weights, beside its graph (ONNX external data): onnxruntime reads them straight into
+its tensors, where a single-file model is parsed whole first and leaves ~0.5 GB (bge-large) behind."""
 ENCODER_PLAN = "model.plan"
 TOKENIZER_DIR = "tokenizer"
 WARMUP_TOKENS = 16
@@ -48,6 +51,12 @@ class RepositorySpec:
     """The CPU an int8 encoder was made for."""
     type_vocab_size: int = 2
     """Segment ids the model has (BERT: 2); the CPU encoder refuses others."""
+    weights_mib: float | None = None
+    """Size of the encoder's ONNX: how many CPU instances it gets by default (``ExportSettings.encoder_instances``)."""
+
+    @property
+    def encoder_instances(self) -> int:
+        return self.settings.encoder_instances(self.weights_mib)
 
     @property
     def tokenizer_name(self) -> str:
@@ -137,14 +146,17 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.backend = "python"
         # Ragged: requests of different lengths join one batch; the model regroups rows by length.
         config.input.extend(_token_tensor(n, ragged=True) for n in spec.input_names)
-        config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=s.instances))
+        config.instance_group.append(
+            mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.encoder_instances)
+        )
         encoder = CpuEncoderParameters(
             onnx_file=ENCODER_ONNX,
             vocab_size=spec.vocab_size,
             max_batch_tokens=s.max_batch_tokens,
             engine=s.engine().value,
             intra_op_threads=s.intra_op_threads,
-            instance_count=s.instances,
+            lanes=s.lanes,
+            instance_count=spec.encoder_instances,
             intra_op_spinning=s.intra_op_spinning,
             max_length=spec.max_length,
             pad_to_multiple_of=s.pad_to_multiple_of,
@@ -154,7 +166,9 @@ def encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         return config
     _set_params(config, _self_check_params(spec))
     config.input.extend(_token_tensor(n) for n in spec.input_names)
-    config.instance_group.append(mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=s.instances))
+    config.instance_group.append(
+        mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.encoder_instances)
+    )
     if s.backend is Backend.ONNXRUNTIME:
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ENCODER_ONNX

@@ -1,18 +1,26 @@
-"""Encoder inputs -> pooled, L2-normalized vectors with OpenVINO or onnxruntime (CPU / Python backend).
+"""Encoder inputs -> pooled, L2-normalized vectors with onnxruntime or OpenVINO (CPU / Python backend).
 
 Triton's dynamic batcher only merges requests of equal shape unless inputs allow ragged
 batches. The Python-backend encoder allows them and regroups the rows itself: it sorts all
 rows of a Triton batch by real length and runs sub-batches bounded by a token budget, so
 short and long texts from concurrent requests share work without padding short rows to 512.
+
+One encoder holds one copy of the weights and runs its sub-batches in ``lanes`` at once (threads
+calling one onnxruntime session, or one OpenVINO compiled model's streams), so every core works
+whatever the mix: one request of 32 texts is cut into a sub-batch per lane, and 8 requests of one
+text each, merged by Triton's batcher, are too. Instances would each hold their own weights.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import queue
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +46,16 @@ class PaddingStats:
     padded_tokens: int = 0  # tokens computed, padding included
 
 
+RUN_OVERHEAD_TOKENS = 128
+"""What launching one engine run costs, in tokens of work (the planner's fixed price per sub-batch)."""
+
+
 def plan_sub_batches(
     lengths: Sequence[int] | np.ndarray,
     max_batch: int,
     max_tokens: int,
     pad_to_multiple_of: int = 1,
-    run_overhead_tokens: int = 128,
+    run_overhead_tokens: int = RUN_OVERHEAD_TOKENS,
 ) -> list[SubBatch]:
     """Sort rows by length and cut them into runs that minimise computed tokens.
 
@@ -74,6 +86,31 @@ def plan_sub_batches(
         plans.append(SubBatch(rows=order[i:j], width=widths[j - 1]))
         j = i
     return plans[::-1]
+
+
+def run_cost(plan: SubBatch) -> int:
+    return plan.width * len(plan.rows) + RUN_OVERHEAD_TOKENS
+
+
+def spread_over_lanes(
+    plans: Sequence[SubBatch], lanes: int, lengths: Sequence[int] | np.ndarray, pad_to_multiple_of: int = 1
+) -> list[SubBatch]:
+    """At least `lanes` runs where there are enough rows, longest work first.
+
+    While there are fewer runs than lanes, the costliest run of two rows or more is cut in two halves of
+    its (length-sorted) rows, each half padded to its own longest row. Handing the runs out longest first
+    to whichever lane is free (greedy list scheduling) keeps the lanes' finishing times close.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    plans = list(plans)
+    while len(plans) < lanes:
+        divisible = [i for i, plan in enumerate(plans) if len(plan.rows) > 1]
+        if not divisible:
+            break
+        rows = plans.pop(max(divisible, key=lambda i: run_cost(plans[i]))).rows
+        for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
+            plans.append(SubBatch(rows=half, width=max(round_up(int(lengths[half].max()), pad_to_multiple_of), 1)))
+    return sorted(plans, key=run_cost, reverse=True)
 
 
 def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -120,14 +157,32 @@ def validate_inputs(
     return lengths
 
 
-def default_intra_op_threads(instances: int, cpus: int | None = None) -> int:
-    """The serving machine's cores (its CPU affinity) shared among the encoder instances.
+MAX_DEFAULT_LANES = 4
+"""More lanes of fewer threads each help throughput less than they cost a lone request's latency."""
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How an encoder instance uses its cores: `lanes` sub-batches at once, `threads` each."""
+
+    lanes: int
+    threads: int
+
+
+def default_parallelism(instances: int, lanes: int = 0, threads: int = 0, cpus: int | None = None) -> Parallelism:
+    """The serving machine's cores (its CPU affinity) shared among the instances, then among each one's lanes.
 
     Decided where the model loads, not at export: the exporting machine's core count says nothing
-    about the server's. Instances x threads never exceeds the cores, so instances don't fight.
+    about the server's. Unset lanes: the largest divisor of the instance's cores up to
+    MAX_DEFAULT_LANES (2 cores: 2 lanes x 1 thread; 16 cores: 4 lanes x 4 threads). Unset threads: the
+    instance's cores / lanes. Instances x lanes x threads never exceeds the cores, so nothing fights.
     """
     available = cpus if cpus is not None else len(os.sched_getaffinity(0))
-    return max(1, available // max(1, instances))
+    cores = max(1, available // max(1, instances))
+    if not lanes:
+        lanes = cores // threads if threads else max(d for d in range(1, MAX_DEFAULT_LANES + 1) if cores % d == 0)
+    lanes = max(1, lanes)
+    return Parallelism(lanes=lanes, threads=threads or max(1, cores // lanes))
 
 
 class CpuEngine(str, Enum):
@@ -138,10 +193,16 @@ class CpuEngine(str, Enum):
 
 
 class Encoder:
-    """An engine's `run` on one padded batch, and the length-sorted sub-batching every engine shares."""
+    """An engine's `run` on one padded batch, and the length-sorted sub-batching every engine shares.
+
+    `run` may be called from `lanes` threads at once; engines make that safe (an onnxruntime session is,
+    OpenVINO hands each caller its own infer request).
+    """
 
     input_names: list[str]
     dim: int
+    lanes: int = 1
+    _pool: ThreadPoolExecutor | None = None
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -149,6 +210,11 @@ class Encoder:
     def feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's own inputs, contiguous (sub-batches are slices of the merged batch)."""
         return {name: np.ascontiguousarray(inputs[name]) for name in self.input_names}
+
+    def _start_lanes(self, lanes: int) -> None:
+        self.lanes = max(1, lanes)
+        if self.lanes > 1:
+            self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="encoder-lane")
 
     def encode(
         self,
@@ -158,22 +224,39 @@ class Encoder:
         max_tokens: int,
         pad_to_multiple_of: int = 8,
     ) -> tuple[np.ndarray, PaddingStats]:
-        """Run length-sorted sub-batches; rows come back in input order."""
+        """Run length-sorted sub-batches, `lanes` at a time; rows come back in input order."""
         out = np.empty((len(lengths), self.dim), dtype=np.float32)
         stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
-        for plan in plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of):
-            width = min(plan.width, inputs[INPUT_IDS].shape[1])
-            sub = {name: inputs[name][plan.rows, :width] for name in self.input_names}
-            out[plan.rows] = self.run(sub)
+        plans = plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of)
+        if self.lanes > 1:
+            plans = spread_over_lanes(plans, self.lanes, lengths, pad_to_multiple_of)
+        columns = inputs[INPUT_IDS].shape[1]
+
+        def one(plan: SubBatch) -> np.ndarray:
+            width = min(plan.width, columns)
+            return self.run({name: inputs[name][plan.rows, :width] for name in self.input_names})
+
+        results: Iterator[np.ndarray] = (
+            self._pool.map(one, plans) if self._pool is not None and len(plans) > 1 else map(one, plans)
+        )
+        for plan, vectors in zip(plans, results, strict=True):
+            out[plan.rows] = vectors
             stats.batches += 1
-            stats.padded_tokens += width * len(plan.rows)
+            stats.padded_tokens += min(plan.width, columns) * len(plan.rows)
         return out, stats
+
+    def close(self) -> None:
+        """Stop the lane threads (Triton's finalize)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class OnnxEncoder(Encoder):
-    """One onnxruntime session; the graph already pools and normalizes."""
+    """One onnxruntime session (one copy of the weights) that `lanes` threads call at once, each run on
+    `intra_op_threads` threads; the graph already pools and normalizes."""
 
-    def __init__(self, model_path: Path, intra_op_threads: int = 0, spinning: bool = False) -> None:
+    def __init__(self, model_path: Path, intra_op_threads: int = 0, spinning: bool = False, lanes: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -187,6 +270,7 @@ class OnnxEncoder(Encoder):
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self._start_lanes(lanes)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, self.feed(inputs))[0].astype(np.float32, copy=False)
@@ -199,8 +283,9 @@ OPENVINO_SHAPE_CACHE = 1000
 class OpenVinoEncoder(Encoder):
     """OpenVINO's CPU plugin on the plain ONNX graph, held to fp32 (it would pick bf16 on CPUs that have it).
 
-    One stream and no core pinning: Triton's instances are the parallelism, and two instances pinned
-    to the same cores would fight over them.
+    One compiled model with a stream per lane (`threads` each) and an infer request per lane; no core
+    pinning, which would fight with the tokenizer, Triton and the gateway on the same cores. OpenVINO
+    holds about twice the weights' size (its compiled copy beside the model's constants, BENCHMARKS.md).
 
     OpenVINO prepares kernels for every new input shape (about 2 ms) and keeps them, about 0.3 MiB per
     shape, up to its runtime cache's capacity (default 5,000 entries). A server sees up to max batch x
@@ -208,7 +293,9 @@ class OpenVinoEncoder(Encoder):
     keeps growing; a capacity of 1,000 levels off near 0.25 GiB (BENCHMARKS.md).
     """
 
-    def __init__(self, model_path: Path, threads: int = 0, shape_cache: int = OPENVINO_SHAPE_CACHE) -> None:
+    def __init__(
+        self, model_path: Path, threads: int = 0, shape_cache: int = OPENVINO_SHAPE_CACHE, lanes: int = 1
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -219,30 +306,41 @@ class OpenVinoEncoder(Encoder):
 
         core = ov.Core()
         model = core.read_model(str(model_path))
+        lanes = max(1, lanes)
         config = {
             "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY" if lanes == 1 else "THROUGHPUT",
+            "NUM_STREAMS": str(lanes),
             "ENABLE_CPU_PINNING": "NO",
             "CPU_RUNTIME_CACHE_CAPACITY": str(shape_cache),
         }
         if threads:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
+            config["INFERENCE_NUM_THREADS"] = str(threads * lanes)
         self.config = config
-        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        compiled = core.compile_model(model, "CPU", config)
         self.input_names = [port.get_any_name() for port in model.inputs]
         self.dim = int(model.outputs[0].get_partial_shape()[-1].get_length())
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(lanes):
+            self._requests.put(compiled.create_infer_request())
+        self._start_lanes(lanes)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        # the request reuses its output buffer on the next call: copy
-        return np.array(self.request.infer(self.feed(inputs))[0], dtype=np.float32, copy=True)
+        request = self._requests.get()  # one per lane: a request is not to be shared by two threads
+        try:
+            # the request reuses its output buffer on the next call: copy
+            return np.array(request.infer(self.feed(inputs))[0], dtype=np.float32, copy=True)
+        finally:
+            self._requests.put(request)
 
 
-def open_encoder(engine: CpuEngine, model_path: Path, threads: int = 0, spinning: bool = False) -> Encoder:
-    """The encoder for a repository's ``engine`` parameter."""
+def open_encoder(
+    engine: CpuEngine, model_path: Path, threads: int = 0, spinning: bool = False, lanes: int = 1
+) -> Encoder:
+    """The encoder for a repository's ``engine`` parameter: `lanes` runs at once, `threads` each."""
     if engine is CpuEngine.OPENVINO:
-        return OpenVinoEncoder(model_path, threads)
-    return OnnxEncoder(model_path, threads, spinning)
+        return OpenVinoEncoder(model_path, threads, lanes=lanes)
+    return OnnxEncoder(model_path, threads, spinning, lanes=lanes)
 
 
 def token_batch_inputs(batch: TokenBatch) -> dict[str, np.ndarray]:

@@ -79,7 +79,10 @@ class CpuEncoderParameters(ConfigParameters):
     max_batch_tokens: int
     engine: str = "onnxruntime"
     intra_op_threads: int = 0
-    """0: the serving machine's cores / instance_count."""
+    """Threads per lane; 0: the serving machine's cores / instance_count / lanes."""
+    lanes: int = 0
+    """Sub-batches one instance runs at once on one copy of the weights; 0: chosen from the serving
+    machine's cores (``encoder_runtime.default_parallelism``)."""
     instance_count: int = 1
     intra_op_spinning: bool = False
     max_length: int = MAX_INPUT_TOKENS

@@ -92,10 +92,11 @@ def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterat
             max_batch_size=TINY_MAX_BATCH,
             max_queue_size=64,
             intra_op_threads=1,
-            # One encoder instance, so the encoder stays the bottleneck the queue-overflow (429) test
-            # needs; two instances keep up with a 128-chunk burst often enough to make it flaky. MiniLM
-            # here runs the 2-instance default.
+            # One encoder instance running one sub-batch at a time, so the encoder stays the bottleneck the
+            # queue-overflow (429) test needs; two instances keep up with a 128-chunk burst often enough to
+            # make it flaky. MiniLM here runs the default (2 instances: its weights are small).
             instances=1,
+            lanes=1,
         )
     minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1)
     options = loopback_server_options(repository)

@@ -8,9 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bge_model_repository.encoder_runtime import (
-    default_intra_op_threads,
+    Encoder,
+    Parallelism,
+    SubBatch,
+    default_parallelism,
     merge_rows,
     plan_sub_batches,
+    spread_over_lanes,
     validate_inputs,
 )
 from bge_model_repository.tokenization import InputError
@@ -89,8 +93,90 @@ def test_validate_returns_real_lengths() -> None:
     assert lengths.tolist() == [3, 2]
 
 
-def test_default_threads_share_the_cores_among_instances() -> None:
-    assert default_intra_op_threads(2, cpus=2) == 1
-    assert default_intra_op_threads(2, cpus=16) == 8
-    assert default_intra_op_threads(3, cpus=2) == 1  # never 0
-    assert default_intra_op_threads(1) >= 1  # this machine's affinity
+def test_default_parallelism_shares_the_cores_among_instances_then_lanes() -> None:
+    assert default_parallelism(1, cpus=2) == Parallelism(lanes=2, threads=1)
+    assert default_parallelism(1, cpus=16) == Parallelism(lanes=4, threads=4)
+    assert default_parallelism(1, cpus=6) == Parallelism(lanes=3, threads=2)
+    assert default_parallelism(2, cpus=16) == Parallelism(lanes=4, threads=2)
+    assert default_parallelism(3, cpus=2) == Parallelism(lanes=1, threads=1)  # never 0
+    assert default_parallelism(1, threads=2, cpus=8) == Parallelism(lanes=4, threads=2)  # lanes fill the rest
+    assert default_parallelism(1, lanes=2, cpus=8) == Parallelism(lanes=2, threads=4)
+    assert default_parallelism(1, lanes=3, threads=3, cpus=2) == Parallelism(lanes=3, threads=3)  # as told
+    mine = default_parallelism(1)  # this machine's affinity
+    assert mine.lanes >= 1 and mine.threads >= 1
+
+
+def test_spread_cuts_the_costliest_run_until_every_lane_has_one() -> None:
+    lengths = np.array([64] * 32)
+    [whole] = plan_sub_batches(lengths, 64, 8192, 8)
+    assert len(whole.rows) == 32  # one run: the planner alone would leave a lane idle
+    halves = spread_over_lanes([whole], 2, lengths, 8)
+    assert [len(p.rows) for p in halves] == [16, 16] and {p.width for p in halves} == {64}
+    assert sorted(np.concatenate([p.rows for p in halves]).tolist()) == list(range(32))
+    assert len(spread_over_lanes([whole], 4, lengths, 8)) == 4
+    # a single row cannot be cut; nothing is lost or invented
+    one = plan_sub_batches([10], 64, 8192, 8)
+    assert spread_over_lanes(one, 2, [10], 8) == one
+
+
+def test_spread_pads_each_half_to_its_own_longest_and_hands_out_the_longest_first() -> None:
+    lengths = np.array([8] * 8 + [200] * 8)
+    plan = [SubBatch(rows=np.argsort(lengths, kind="stable"), width=200)]
+    short, long_ = sorted(spread_over_lanes(plan, 2, lengths, 8), key=lambda p: p.width)
+    assert (short.width, long_.width) == (8, 200)
+    assert spread_over_lanes(plan, 2, lengths, 8)[0].width == 200  # costliest first
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 512), min_size=1, max_size=100),
+    lanes=st.integers(1, 8),
+)
+def test_spread_keeps_every_row_once_and_widths_cover_rows(lengths: list[int], lanes: int) -> None:
+    plans = spread_over_lanes(plan_sub_batches(lengths, 64, 8192, 8), lanes, lengths, 8)
+    rows = np.concatenate([p.rows for p in plans])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    assert all(p.width >= max(lengths[r] for r in p.rows) for p in plans)
+    assert len(plans) >= min(lanes, len(lengths))
+
+
+class RecordingEncoder(Encoder):
+    """A fake engine (the unit under test is the lanes' scheduling): row i's vector is [first id of row i] * 2;
+    records which threads ran at once."""
+
+    def __init__(self, lanes: int) -> None:
+        import threading
+
+        self.input_names = ["input_ids", "attention_mask"]
+        self.dim = 2
+        self.active = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+        self._start_lanes(lanes)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import time
+
+        with self.lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+        return np.repeat(inputs["input_ids"][:, :1].astype(np.float32), 2, axis=1)
+
+
+def test_lanes_run_sub_batches_at_once_and_rows_come_back_in_order() -> None:
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 100, size=32)
+    ids = np.zeros((32, 100), np.int64)
+    mask = (np.arange(100) < lengths[:, None]).astype(np.int64)
+    ids[:, 0] = np.arange(32) + 1000
+    for lanes in (1, 2, 4):
+        encoder = RecordingEncoder(lanes)
+        out, stats = encoder.encode({"input_ids": ids, "attention_mask": mask}, lengths, 64, 8192, 8)
+        encoder.close()
+        assert out[:, 0].tolist() == (np.arange(32) + 1000).tolist()  # each row's own vector, in order
+        assert encoder.most_at_once == lanes and stats.batches >= lanes
+        assert stats.texts == 32 and stats.real_tokens == int(lengths.sum())
+        assert stats.padded_tokens >= stats.real_tokens

@@ -28,7 +28,7 @@ def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_fp32_exports_pass_the_gate(triton) -> None:
-    """The exports the server runs (fp32, default engine OpenVINO): cosine >= 0.99999 against PyTorch."""
+    """The exports the server runs (fp32, default engine onnxruntime): cosine >= 0.99999 against PyTorch."""
     assert triton.bge is not None, "the tiny bge model needs ../shared"
     assert triton.bge.parity_min_cosine >= 0.99999
     assert triton.minilm.parity_min_cosine >= 0.99999
@@ -54,14 +54,14 @@ def test_onnxruntime_engine_fuses_every_whole_layer(
 @pytest.mark.parametrize(
     ("overrides", "engine"),
     [
-        ({}, "openvino"),
-        ({"cpu_engine": "onnxruntime"}, "onnxruntime"),
+        ({}, "onnxruntime"),
+        ({"cpu_engine": "openvino"}, "openvino"),
         ({"precision": "int8"}, "onnxruntime"),
         ({"precision": "fp16"}, "onnxruntime"),
         ({"backend": "onnxruntime"}, "onnxruntime"),
     ],
 )
-def test_default_engine_is_openvino_for_fp32_only(overrides: dict[str, str], engine: str) -> None:
+def test_default_engine_is_onnxruntime_and_openvino_is_chosen(overrides: dict[str, str], engine: str) -> None:
     from bge_export.settings import ExportSettings
 
     assert ExportSettings(**overrides).engine().value == engine
@@ -142,7 +142,7 @@ def test_cli_gate_fails_loudly_and_lowering_it_is_reported(tmp_path: Path, tiny_
     lowered = _cli(*common, "--min-cosine", "0.5")
     assert lowered.returncode == 0, lowered.stderr
     assert "PARITY THRESHOLD LOWERED" in lowered.stderr
-    assert "fp32 parity: min cosine" in lowered.stderr and "OpenVINO engine: the plain graph" in lowered.stderr
+    assert "fp32 parity: min cosine" in lowered.stderr and "onnxruntime optimizer" in lowered.stderr
 
 
 def test_cli_reports_a_missing_model(tmp_path: Path) -> None:

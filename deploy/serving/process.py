@@ -79,15 +79,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process (0 once it is gone)."""
+def _proc_kib(pid: int, file: str, key: str) -> int | None:
+    """The `key:  N kB` line of /proc/<pid>/<file>, in bytes; None if the process or the line is absent."""
     try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in (PROC / str(pid) / file).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process (0 once it is gone)."""
+    return _proc_kib(pid, "status", "VmRSS:") or 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -107,13 +112,7 @@ def pss_bytes(pid: int) -> int | None:
     """Proportional set size: pages shared with other processes split among them (None where the kernel
     does not say, or the process is gone). Summed over a pod's processes it is close to what the
     memory cgroup is charged, where RSS counts every shared page once per process."""
-    try:
-        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _proc_kib(pid, "smaps_rollup", "Pss:")
 
 
 def exit_description(stat: Sequence[str]) -> str:

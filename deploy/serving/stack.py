@@ -59,7 +59,7 @@ class ServeSettings(BaseSettings):
     repository: Path = Field(DEFAULT_REPOSITORY, description="Triton model repository")
     precision: Precision = Field(Precision.FP32, description="export precision (when exporting)")
     cpu_engine: CpuEngine | None = Field(
-        None, description="export's CPU engine (default: openvino for fp32, onnxruntime for int8)"
+        None, description="export's CPU engine (default: onnxruntime; openvino: fp32 only, faster, twice the memory)"
     )
     int8_target: Int8Target | None = Field(None, description="export's int8 target CPU (default: this machine's)")
     reexport: bool = Field(False, description="export again even if the repository already has the model")

@@ -21,7 +21,7 @@ from bge_model_repository.contract import (
 )
 from bge_model_repository.encoder_runtime import (
     CpuEngine,
-    default_intra_op_threads,
+    default_parallelism,
     merge_rows,
     open_encoder,
     validate_inputs,
@@ -36,11 +36,17 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         model = ModelArgs(args)
         params = model.parameters(CpuEncoderParameters)
+        parallel = default_parallelism(params.instance_count, params.lanes, params.intra_op_threads)
         self.encoder = open_encoder(
             CpuEngine(params.engine),
             model.path(params.onnx_file),
-            params.intra_op_threads or default_intra_op_threads(params.instance_count),
+            parallel.threads,
             spinning=params.intra_op_spinning,
+            lanes=parallel.lanes,
+        )
+        pb_utils.Logger.log_info(
+            f"'{model.name}': {params.engine} encoder, {parallel.lanes} lane(s) x {parallel.threads} thread(s) "
+            f"in each of {params.instance_count} instance(s), one copy of the weights per instance"
         )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
         self.max_length = params.max_length
@@ -113,3 +119,6 @@ class TritonPythonModel:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
                 row += count
         return responses
+
+    def finalize(self) -> None:
+        self.encoder.close()

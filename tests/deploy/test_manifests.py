@@ -394,10 +394,11 @@ def test_export_job_publishes_what_pods_stage_and_triton_serves_its_own_copy(ove
     assert settings.publish_root is not None and str(settings.workdir).startswith("/tmp/")
     assert settings.build_engine is (overlay.overlay == "cpu"), "GPU plans are built by the Triton pods"
     if overlay.overlay == "cpu":
-        # CPU encoder: instances x onnxruntime threads fit the Triton pod's CPU request (no CPU limit, so
-        # the stub's default, the node's cores / instances, would oversubscribe a big node).
-        threads, instances = settings.intra_op_threads, settings.instances
-        assert threads >= 1 and threads * instances <= int(overlay.triton["resources"]["requests"]["cpu"])
+        # CPU encoder: instances x lanes x threads fit the Triton pod's CPU request (no CPU limit, so the
+        # stub's default, the node's cores shared out, would oversubscribe a big node).
+        threads, instances, lanes = settings.intra_op_threads, settings.instances, settings.lanes
+        assert threads >= 1 and lanes >= 1 and instances is not None
+        assert threads * instances * lanes <= int(overlay.triton["resources"]["requests"]["cpu"])
 
 
 def test_images_match_their_dockerfiles(overlay: Any, dockerfiles: dict[str, Any]) -> None:
