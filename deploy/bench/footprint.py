@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bge_deploy.serving.process import descendants, proc_stat, pss_bytes, rss_bytes
+from bge_deploy.serving.process import PROC, descendants, pss_bytes, rss_bytes
 
 log = logging.getLogger("bge-bench")
 
@@ -84,14 +84,12 @@ def serving_pids(pids: Iterable[int]) -> list[int]:
 
 
 def process_memory(pid: int) -> ProcessMemory | None:
-    """RSS and PSS of one process; None once it is gone."""
-    stat_path = f"/proc/{pid}/comm"
+    """RSS and PSS of one process; None once it is gone (or a zombie, which has no resident set)."""
     rss = rss_bytes(pid)
-    if not rss or proc_stat(pid) is None:
+    if not rss:
         return None
     try:
-        with open(stat_path, encoding="utf-8", errors="replace") as handle:
-            name = handle.read().strip()
+        name = (PROC / str(pid) / "comm").read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         name = "?"
     pss = pss_bytes(pid)
