@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import loopback_server_options
 
+from bge_deploy.serving import admin_key
+from bge_deploy.serving import triton as triton_module
+from bge_deploy.serving.admin_key import ADMIN_KEY_ENV
+from bge_deploy.serving.argv_secret import PLACEHOLDER, VARIABLE, helper_library
 from bge_deploy.serving.install import TRITON_HOME_ENV, LauncherError, SystemTriton, TritonDistribution, find_triton
 from bge_deploy.serving.launched import LaunchedTriton
 from bge_deploy.serving.launcher import TritonSettings
+from bge_deploy.serving.process import proc_cmdline
 from bge_deploy.serving.triton import ServerOptions, TritonServer
 
 ADMIN_KEY = "s3cret"
@@ -208,3 +214,85 @@ def test_restriction_can_be_lifted_for_local_debugging(flag: str) -> None:
     options = ServerOptions(model_repository=Path("/models"), restrict_admin_apis=False)
     assert not any("restricted" in arg for arg in options.command(Path("tritonserver"), Path("/b")))
     assert any("restricted" in arg for arg in ServerOptions(Path("/m")).command(Path("t"), Path("/b")))
+
+
+def test_the_argv_secret_helper_is_built() -> None:
+    """Installed with a C compiler (CI's is), the package carries the helper that keeps Triton's admin key off
+    its command line; without it bge-triton refuses configured keys (below)."""
+    library = helper_library()
+    assert library is not None, "the argv_secret helper was not built: install gcc and reinstall (make test)"
+    assert library.suffix == ".so" and library.stat().st_size > 0
+
+
+def test_a_configured_admin_key_goes_to_the_environment_not_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(ADMIN_KEY_ENV, "key-from-the-secret")
+    options = TritonSettings.from_cli(["--model-repository", str(tmp_path)]).server_options()
+    restriction = options.admin_restriction()
+    assert restriction is not None and restriction.key == "key-from-the-secret"
+    argv = options.command(Path("tritonserver"), Path("/b"), restriction)
+    assert not any("key-from-the-secret" in arg for arg in argv), argv
+    assert sum(arg.endswith(f"triton-admin-key={PLACEHOLDER}") for arg in argv) == 2, argv
+    environment = restriction.environment({"LD_PRELOAD": "/opt/libjemalloc.so"})
+    assert environment[VARIABLE] == "key-from-the-secret"
+    assert environment["LD_PRELOAD"].split(":") == [str(helper_library()), "/opt/libjemalloc.so"]
+    # a key file wins over the variable and is read, trimmed, at start-up
+    (tmp_path / "key").write_text("key-from-a-file\n")
+    from_file = TritonSettings.from_cli(["--admin-key-file", str(tmp_path / "key")]).server_options()
+    assert from_file.admin_restriction().key == "key-from-a-file"  # type: ignore[union-attr]
+    with pytest.raises(LauncherError, match="cannot read the admin key file"):
+        TritonSettings.from_cli(["--admin-key-file", str(tmp_path / "missing")]).server_options()
+
+
+def test_without_the_helper_only_a_random_key_may_go_on_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_key, "helper_library", lambda: None)
+    monkeypatch.delenv(ADMIN_KEY_ENV, raising=False)
+    restriction = ServerOptions(Path("/m")).admin_restriction()
+    assert restriction is not None and restriction.environment({}) == {}
+    assert restriction.flag_value().endswith(f"={restriction.key}") and len(restriction.key) == 32
+    assert restriction.key != ServerOptions(Path("/m")).admin_restriction().key  # type: ignore[union-attr]
+    monkeypatch.setenv(ADMIN_KEY_ENV, "key-from-the-secret")
+    with pytest.raises(LauncherError, match=r"no argv_secret helper.*C compiler.*unset BGE_TRITON_ADMIN_KEY"):
+        ServerOptions(Path("/m")).admin_restriction()
+
+
+def test_the_admin_key_reaches_triton_but_no_command_line_or_stub(triton, tmp_path: Path) -> None:
+    """A key from a file: the admin APIs take it, tritonserver's command line shows the placeholder, and neither
+    the key nor the helper's variables are in any process's command line or in the stubs' environment."""
+    key = "file-admin-key-0123456789"
+    (tmp_path / "admin-key").write_text(key)
+    server = LaunchedTriton(
+        triton.repository, "--exit-timeout", "5", "--admin-key-file", str(tmp_path / "admin-key"), env=dict(os.environ)
+    ).start()
+    try:
+        server.wait_ready(120)
+        assert f"need the key in {tmp_path / 'admin-key'}" in server.log()
+        index = f"{server.http_url}/v2/repository/index"
+        assert _status(index, "POST", {"triton-admin-key": key}) == 200
+        assert _status(index, "POST", {"triton-admin-key": PLACEHOLDER}) == 403
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        assert not [pid for pid in pids if key in "\0".join(proc_cmdline(pid))]
+        tritonserver = [pid for pid in pids if proc_cmdline(pid)[:1] and proc_cmdline(pid)[0].endswith("tritonserver")]
+        ours = [pid for pid in tritonserver if str(triton.repository) in " ".join(proc_cmdline(pid))]
+        ours = [pid for pid in ours if f"--http-port={server.http_port}" in proc_cmdline(pid)]
+        assert len(ours) == 1 and any(PLACEHOLDER in arg for arg in proc_cmdline(ours[0]))
+        stubs = triton_module.StubProcess.children_of(ours[0])
+        assert stubs
+        for pid in [ours[0], *(stub.pid for stub in stubs)]:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert key.encode() not in environ, pid
+        for stub in stubs:
+            names = {entry.split(b"=", 1)[0] for entry in Path(f"/proc/{stub.pid}/environ").read_bytes().split(b"\0")}
+            assert not names & {VARIABLE.encode(), b"LD_PRELOAD", ADMIN_KEY_ENV.encode()}, names
+    finally:
+        server.kill()
+
+
+def test_a_preload_that_did_not_happen_is_refused(triton, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The dynamic loader skips a preload library it cannot open and runs tritonserver anyway, with the
+    placeholder as its admin key: the server is then not served."""
+    monkeypatch.setattr(admin_key, "helper_library", lambda: tmp_path / "gone" / "_argv_secret.so")
+    refused = pytest.raises(LauncherError, match="did not receive its admin key through the argv_secret helper")
+    with TritonServer(loopback_server_options(triton.repository), workdir=tmp_path / "work") as server, refused:
+        server.wait_ready(timeout_s=120)

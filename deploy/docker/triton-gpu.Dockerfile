@@ -6,7 +6,7 @@
 # (triton-inference-server/server#7368, RELIABILITY.md). The GPU exporter (export.Dockerfile,
 # BASE=nvcr.io/nvidia/tensorrt:<release>-py3) must use the same release: a TensorRT plan only
 # loads in the TensorRT version that built it. Bump both together.
-FROM nvcr.io/nvidia/tritonserver:24.12-py3
+FROM nvcr.io/nvidia/tritonserver:24.12-py3 AS deps
 
 WORKDIR /src
 # Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes: empty
@@ -15,6 +15,11 @@ COPY pyproject.toml README.md ./
 RUN mkdir -p export model_repository client/gateway deploy/serving deploy/bench deploy/gpu \
     && PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir . "tokenizers>=0.19" \
     && PIP_BREAK_SYSTEM_PACKAGES=1 pip uninstall -y bge-triton
+
+# The package as a wheel, built where a C compiler is: it carries the argv_secret helper that keeps the
+# admin key off tritonserver's command line (deploy/serving/argv_secret.c). The served image gets no compiler.
+FROM deps AS build
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 COPY export/ export/
 COPY model_repository/ model_repository/
 COPY client/ client/
@@ -23,7 +28,12 @@ COPY deploy/__init__.py deploy/
 COPY deploy/serving/ deploy/serving/
 COPY deploy/gpu/ deploy/gpu/
 COPY deploy/bench/ deploy/bench/
-RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir --no-deps . && rm -rf /src
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM deps
+COPY --from=build /wheels /wheels
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels /src \
+    && python3 -c "from bge_deploy.serving.argv_secret import helper_library as h; assert h(), 'no argv_secret helper'"
 
 WORKDIR /
 # 1000 is triton-server, the image's own non-root user (runAsUser in Kubernetes).

@@ -11,6 +11,7 @@ variable; tritonserver flags of its own go after ``--``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, CliApp, CliUnknownArgs, SettingsConfigDict
 
+from bge_deploy.serving.admin_key import ADMIN_KEY_ENV, RESTRICTED_APIS
 from bge_deploy.serving.install import SYSTEM_TRITON_HOME, TRITON_HOME_ENV, LauncherError
 from bge_deploy.serving.self_check import check_native_encoders
 from bge_deploy.serving.triton import ServerOptions, TritonServer, repository_models
@@ -59,6 +61,11 @@ class TritonSettings(BaseSettings):
         description="keep model-control, shared-memory, trace, logging and statistics behind the admin key "
         "(BGE_TRITON_ADMIN_KEY; --no-restrict-admin-apis exposes them)",
     )
+    admin_key_file: Path | None = Field(
+        None,
+        description="a file holding the admin key (a mounted Secret); else BGE_TRITON_ADMIN_KEY; else a random "
+        "key nobody holds. Never on a command line: tritonserver gets it through the argv_secret helper",
+    )
     verbose: bool = Field(False, description="stream Triton's own log instead of a file")
     home: Path | None = Field(
         None,
@@ -92,9 +99,22 @@ class TritonSettings(BaseSettings):
             host=self.host,
             exit_timeout_s=self.exit_timeout,
             restrict_admin_apis=self.restrict_admin_apis,
+            admin_key=self.admin_key(),
             triton_home=self.home,
             extra_args=[arg for arg in self.tritonserver_args if arg != "--"],
         )
+
+    def admin_key(self) -> str | None:
+        """The key in `admin_key_file`, or None (then the environment's, else a random one)."""
+        if self.admin_key_file is None:
+            return None
+        try:
+            key = self.admin_key_file.read_text().strip()
+        except OSError as exc:
+            raise LauncherError(f"cannot read the admin key file {self.admin_key_file}: {exc.strerror}") from None
+        if not key:
+            raise LauncherError(f"the admin key file {self.admin_key_file} is empty")
+        return key
 
     def watchdog_options(self) -> WatchdogOptions:
         return WatchdogOptions(
@@ -160,8 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("no model repository at %s (run bge-export first)", repository)
         return 2
     settings = settings.model_copy(update={"model_repository": repository})
-    server = TritonServer(settings.server_options(), quiet=not settings.verbose)
     try:
+        options = settings.server_options()
+        restriction = options.admin_restriction()  # a key only the command line could carry is refused here
+        if restriction is not None:
+            source = (
+                f"the key in {settings.admin_key_file}"
+                if settings.admin_key_file
+                else f"the key in ${ADMIN_KEY_ENV}"
+                if os.environ.get(ADMIN_KEY_ENV)
+                else "a random key nobody holds"
+            )
+            log.info("admin APIs (%s) need %s", ", ".join(RESTRICTED_APIS), source)
+        server = TritonServer(options, quiet=not settings.verbose)
         log.info("using tritonserver %s", server.install.describe())
     except LauncherError as exc:
         log.error("%s", exc)

@@ -15,6 +15,7 @@ from pathlib import Path
 from subprocess import Popen
 from types import TracebackType
 
+from bge_deploy.serving.admin_key import ADMIN_KEY_ENV, AdminRestriction, restriction
 from bge_deploy.serving.install import LauncherError, TritonInstall, find_triton
 from bge_deploy.serving.process import (
     ManagedProcess,
@@ -27,14 +28,6 @@ from bge_deploy.serving.process import (
 from bge_model_repository.contract import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 
 log = logging.getLogger("bge-triton")
-
-# Admin APIs that a serving deployment must not expose to clients (issue: access control).
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging", "statistics")
-ADMIN_HEADER = "triton-admin-key"
-GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
-"""Triton prefixes the configured header on gRPC: an admin gRPC call sends this metadata key."""
-ADMIN_KEY_ENV = "BGE_TRITON_ADMIN_KEY"
-"""Environment variable holding the admin key (from a Secret in Kubernetes); a random key when unset."""
 
 STUB_BINARY = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
@@ -60,11 +53,12 @@ class ServerOptions:
     """A system Triton install to run (see `find_triton`); None: BGE_TRITON_HOME, /opt/tritonserver, the wheel."""
     extra_args: list[str] = field(default_factory=list)
 
-    def restriction_value(self) -> str:
-        key = self.admin_key or os.environ.get(ADMIN_KEY_ENV) or os.urandom(16).hex()
-        return f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={key}"
+    def admin_restriction(self) -> AdminRestriction | None:
+        """The key for this start (`admin_key.restriction`); None when the admin APIs are left open."""
+        return restriction(self.admin_key) if self.restrict_admin_apis else None
 
-    def command(self, binary: Path, backend_dir: Path) -> list[str]:
+    def command(self, binary: Path, backend_dir: Path, restriction: AdminRestriction | None = None) -> list[str]:
+        """tritonserver's argv; `restriction` as `admin_restriction` made it (one is made when not given)."""
         cmd = [
             str(binary),
             f"--model-repository={self.model_repository}",
@@ -83,8 +77,9 @@ class ServerOptions:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",
         ]
-        if self.restrict_admin_apis:
-            value = self.restriction_value()
+        restriction = restriction or self.admin_restriction()
+        if restriction is not None:
+            value = restriction.flag_value()
             cmd += [f"--http-restricted-api={value}", f"--grpc-restricted-protocol={value}"]
         return cmd + list(self.extra_args)
 
@@ -177,6 +172,7 @@ class TritonServer:
         self.stubs: list[StubProcess] = []
         """The Python-backend stubs of the running server, recorded once it is ready."""
         self._install: TritonInstall | None = None
+        self._restriction: AdminRestriction | None = None
 
     @property
     def install(self) -> TritonInstall:
@@ -209,10 +205,22 @@ class TritonServer:
         # The backend stub embeds the Python found first on PATH: make it this interpreter's
         # environment, so model.py sees the same site-packages (tokenizers, onnxruntime, us).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The key reaches tritonserver through the helper (AdminRestriction), never through our own variable,
+        # which its Python backend stubs would inherit.
+        env.pop(ADMIN_KEY_ENV, None)
+        restriction = self.options.admin_restriction()
+        if restriction is not None:
+            env.update(restriction.environment(env))
+            if restriction.helper is None:
+                log.warning(
+                    "admin APIs closed with a random key that is on tritonserver's command line, readable by users "
+                    "of this host: this install has no argv_secret helper (no C compiler when it was installed)"
+                )
+        self._restriction = restriction
         self.stubs = []
         # quiet: the log file, appended across restarts; else Triton's own log goes to our stdout
         log_path = self.log_path if self.quiet else None
-        command = self.options.command(install.binary, backend_dir)
+        command = self.options.command(install.binary, backend_dir, restriction)
         self._child = ManagedProcess("tritonserver", command, env=env, log_path=log_path).start()
         return self
 
@@ -262,6 +270,12 @@ class TritonServer:
                 f"models not ready after {timeout_s:.0f}s: {', '.join(pending) or 'server'}\n{self.log_tail()}"
             ) from exc
         self.stubs = StubProcess.children_of(self._child.pid)
+        self.check_admin_key()
+
+    def check_admin_key(self) -> None:
+        """Raise LauncherError unless this start's key, and not the helper's placeholder, opens the admin APIs."""
+        if self._restriction is not None:
+            self._restriction.check(self.http_url, self.log_tail(5))
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         """Server ready, which with --strict-readiness means every model is ready."""

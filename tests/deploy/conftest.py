@@ -178,6 +178,7 @@ class Dockerfile:
     @classmethod
     def parse(cls, path: Path) -> Dockerfile:
         args: dict[str, str] = {}
+        stages: set[str] = set()
         fields: dict[str, Any] = {"base": "", "expose": (), "user": "", "entrypoint": (), "cmd": ()}
         for line in path.read_text().replace("\\\n", " ").splitlines():
             if not line.strip() or line.lstrip().startswith("#"):
@@ -188,8 +189,12 @@ class Dockerfile:
                 key, _, value = rest.partition("=")
                 args[key] = value
             elif instruction == "FROM":
-                base = rest.split()[0]
-                fields["base"] = args.get(base.strip("${}"), base) if base.startswith("$") else base
+                words = rest.split()
+                base = words[0]
+                if len(words) == 3 and words[1].upper() == "AS":
+                    stages.add(words[2])
+                if base not in stages:  # a stage built on an earlier one keeps that one's base image
+                    fields["base"] = args.get(base.strip("${}"), base) if base.startswith("$") else base
             elif instruction == "EXPOSE":
                 fields["expose"] = tuple(int(p.split("/")[0]) for p in rest.split())
             elif instruction == "USER":

@@ -25,8 +25,8 @@ def test_deploy_constants_match_the_code() -> None:
     """The contract values restated by these tests are the defaults the code itself uses."""
     # Imported here: a broken package module fails this test, not the collection of the file.
     from bge_client.gateway.settings import GatewaySettings
-    from bge_deploy.serving.triton import ADMIN_KEY_ENV as LAUNCHER_ADMIN_KEY_ENV
-    from bge_deploy.serving.triton import RESTRICTED_APIS as LAUNCHER_RESTRICTED
+    from bge_deploy.serving.admin_key import ADMIN_KEY_ENV as LAUNCHER_ADMIN_KEY_ENV
+    from bge_deploy.serving.admin_key import RESTRICTED_APIS as LAUNCHER_RESTRICTED
     from bge_deploy.serving.triton import ServerOptions
     from bge_model_repository.contract import DEFAULT_GRPC_URL, DEFAULT_HTTP_URL, DEFAULT_MODEL
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ import pytest
 import yaml
 from podman_support import IMAGES, Podman, wait_for
 
+from bge_deploy.serving.admin_key import ADMIN_HEADER
+from bge_deploy.serving.argv_secret import PLACEHOLDER
 from bge_deploy.serving.launched import READY_LINE
 from bge_deploy.serving.process import ManagedProcess, free_port, get_json
 
@@ -77,7 +80,8 @@ def test_every_image_builds_and_runs_as_the_user_it_declares(
 
 @contextmanager
 def _serve_containers(podman: Podman, images: dict[str, str], repository: Path, names: str) -> Iterator[Any]:
-    """triton-cpu then gateway, foreground ``podman run`` under the project's process helper."""
+    """triton-cpu then gateway, foreground ``podman run`` under the project's process helper; yields both, the
+    gateway's port and Triton's HTTP port."""
     http, grpc, metrics, gateway = (free_port() for _ in range(4))
     triton = ManagedProcess(
         "triton-container",
@@ -106,7 +110,7 @@ def _serve_containers(podman: Podman, images: dict[str, str], repository: Path, 
         triton.wait_line(READY_LINE, timeout_s=240)
         with front:
             front.wait_http(f"http://127.0.0.1:{gateway}/health", timeout_s=120)
-            yield triton, front, gateway
+            yield triton, front, gateway, http
 
 
 def _reference(minilm_dir: Path) -> np.ndarray:
@@ -141,8 +145,16 @@ def test_export_triton_and_gateway_containers_answer_the_openai_sdk(
     export_s = time.monotonic() - started
 
     reference = _reference(minilm_dir)
-    with _serve_containers(podman, images, repository, "bge-test") as (triton, gateway, port):
+    with _serve_containers(podman, images, repository, "bge-test") as (triton, gateway, port, triton_http):
         assert podman("exec", "bge-test-triton", "id", "-u").stdout.strip() == "1000"
+        # The image's argv_secret helper: the admin key works, yet no process in the container shows it.
+        index = urllib.request.Request(
+            f"http://127.0.0.1:{triton_http}/v2/repository/index", data=b"{}", headers={ADMIN_HEADER: ADMIN_KEY}
+        )
+        with urllib.request.urlopen(index, timeout=10) as answer:
+            assert answer.status == 200
+        cmdlines = podman("exec", "bge-test-triton", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
+        assert "tritonserver" in cmdlines and PLACEHOLDER in cmdlines and ADMIN_KEY not in cmdlines, cmdlines
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         response = client.embeddings.create(model=MODEL, input=TEXTS)
         _check_vectors(np.array([d.embedding for d in response.data]), reference)

@@ -24,8 +24,9 @@ from tritonclient.utils import InferenceServerException
 
 from bge_client.gateway.app import create_app
 from bge_client.gateway.settings import GatewaySettings
+from bge_deploy.serving.admin_key import ADMIN_HEADER, GRPC_ADMIN_HEADER, RESTRICTED_APIS
+from bge_deploy.serving.argv_secret import PLACEHOLDER
 from bge_deploy.serving.process import proc_cmdline
-from bge_deploy.serving.triton import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 UNKNOWN_PATHS = ("/", "/v1", "/v1/nothing", "/health/../metrics", "/v2/models/x/infer", "/%2e%2e/metrics")
@@ -150,3 +151,22 @@ def test_the_gateway_key_from_a_file_is_in_no_command_line(start_gateway_for: Ga
     readers = [pid for pid in Path("/proc").iterdir() if pid.name.isdigit()]
     exposed = [pid.name for pid in readers if f"{API_KEY}-from-file" in " ".join(proc_cmdline(int(pid.name)))]
     assert exposed == []
+
+
+def test_the_triton_admin_key_is_in_no_command_line(admin_triton: LaunchedTriton) -> None:
+    """The key from BGE_TRITON_ADMIN_KEY (as the Kubernetes Secret sets it) opens the admin APIs (the tests above)
+    yet is in no process's /proc/<pid>/cmdline: tritonserver's shows the argv_secret helper's placeholder."""
+    pids = [int(pid.name) for pid in Path("/proc").iterdir() if pid.name.isdigit()]
+    exposed = [pid for pid in pids if ADMIN_KEY in "\0".join(proc_cmdline(pid))]
+    assert exposed == [], [proc_cmdline(pid)[:1] for pid in exposed]
+    http_flag = f"--http-port={admin_triton.http_port}"
+    server = [pid for pid in pids if proc_cmdline(pid)[:1] and Path(proc_cmdline(pid)[0]).name == "tritonserver"]
+    ours = [pid for pid in server if http_flag in proc_cmdline(pid)]
+    assert len(ours) == 1
+    assert [arg for arg in proc_cmdline(ours[0]) if "restricted" in arg] == [
+        f"--http-restricted-api={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={PLACEHOLDER}",
+        f"--grpc-restricted-protocol={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={PLACEHOLDER}",
+    ]
+    with httpx.Client(base_url=admin_triton.http_url, timeout=10) as client:
+        assert client.get("/v2/logging", headers={ADMIN_HEADER: PLACEHOLDER}).status_code == 403
+        assert client.get("/v2/logging", headers={ADMIN_HEADER: ADMIN_KEY}).status_code == 200
