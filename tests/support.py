@@ -98,7 +98,7 @@ def export_model(source: Path, repository: Path, workdir: Path, name: str, **ove
 def loopback_server_options(repository: Path) -> ServerOptions:
     """A test tritonserver: free loopback ports, a short drain."""
     from bge_deploy.serving.process import free_port
-    from bge_deploy.serving.triton import ServerOptions
+    from bge_deploy.serving.triton import COLOCATED_NICE, ServerOptions
 
     return ServerOptions(
         model_repository=repository,
@@ -107,4 +107,5 @@ def loopback_server_options(repository: Path) -> ServerOptions:
         metrics_port=free_port(),
         host="127.0.0.1",
         exit_timeout_s=10,
+        nice=COLOCATED_NICE,  # as bge-serve runs it: the tests' gateways share these cores
     )

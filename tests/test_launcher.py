@@ -286,7 +286,7 @@ def test_the_admin_key_reaches_triton_but_no_command_line_or_stub(triton, tmp_pa
             names = {entry.split(b"=", 1)[0] for entry in Path(f"/proc/{stub.pid}/environ").read_bytes().split(b"\0")}
             assert not names & {VARIABLE.encode(), b"LD_PRELOAD", ADMIN_KEY_ENV.encode()}, names
     finally:
-        server.kill()
+        server.stop(30)  # SIGTERM: bge-triton stops its tritonserver (a SIGKILL would leave it running)
 
 
 def test_a_preload_that_did_not_happen_is_refused(triton, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

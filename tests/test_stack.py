@@ -14,7 +14,8 @@ import numpy as np
 import openai
 from pydantic_settings import CliApp
 
-from bge_deploy.serving.process import free_port
+from bge_deploy.serving.process import children, free_port, proc_cmdline
+from bge_deploy.serving.triton import COLOCATED_NICE, StubProcess
 
 
 def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path) -> None:
@@ -56,6 +57,14 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
         # Triton's unauthenticated ports listen on loopback only (bge-serve's default --triton-host)
         for triton_port in (http, grpc):
             assert listening_addresses(triton_port) == {"127.0.0.1"}, triton_port
+        # Triton's processes yield the shared cores to the gateway: the stubs (where the models compute) in every
+        # thread, tritonserver itself (Triton sets its model-instance threads to their configured priority, 0)
+        server_pid = next(pid for pid in children(proc.pid) if proc_cmdline(pid)[0].endswith("tritonserver"))
+        gateway_pid = next(pid for pid in children(proc.pid) if "bge_client.gateway" in " ".join(proc_cmdline(pid)))
+        stubs = [stub.pid for stub in StubProcess.children_of(server_pid)]
+        assert stubs and {value for pid in stubs for value in thread_nices(pid)} == {COLOCATED_NICE}
+        assert thread_nices(server_pid)[0] == COLOCATED_NICE  # the main thread, whose value the others start with
+        assert {value for pid in [proc.pid, gateway_pid] for value in thread_nices(pid)} == {0}
         (workdir,) = re.findall(r"starting tritonserver \(log: (\S+)/tritonserver\.log\)", output)
         client = openai.Client(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         model = client.models.list().data[0].id
@@ -71,6 +80,12 @@ def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path)
     assert proc.returncode == 0, rest
     assert "stopping the gateway, then Triton" in rest and "tritonserver stopped" in rest
     assert not Path(workdir).exists()  # its scratch folder (log, backend links) is removed
+
+
+def thread_nices(pid: int) -> list[int]:
+    """The nice value of each thread of `pid`, main thread first (from /proc/<pid>/task/<tid>/stat, field 19)."""
+    tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda task: int(task.name) != pid)
+    return [int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]) for task in tasks]
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -59,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.max_connections,
             open_files,
         )
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -68,7 +69,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         **uvicorn_options(
-            settings.read_timeout_s, settings.keep_alive_timeout_s, settings.max_header_bytes, settings.max_connections
+            settings.read_timeout_s,
+            settings.keep_alive_timeout_s,
+            settings.max_header_bytes,
+            settings.max_connections,
+            early_answer=app.state.admission.early_answer,
         ),
     )
 

@@ -17,6 +17,7 @@ from bge_client.gateway.errors import ErrorKind, GatewayError, from_http_status,
 from bge_client.gateway.inference import Backend
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.middleware import (
+    AdmissionDoor,
     AdmissionMiddleware,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -136,9 +137,12 @@ def create_app(settings: GatewaySettings, backend: Backend | None = None) -> Fas
     # taken, then bound the body, then watch the connection while the handler runs.
     app.add_middleware(CancelOnDisconnectMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(AdmissionMiddleware, overloaded=overloaded, metrics=metrics)
-    if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), metrics=metrics)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    # the protocol asks the same door before the app starts (connections.GuardedProtocol, __main__)
+    app.state.admission = AdmissionDoor(overloaded, metrics, api_key)
+    app.add_middleware(AdmissionMiddleware, door=app.state.admission, metrics=metrics)
+    if api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

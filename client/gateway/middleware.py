@@ -11,7 +11,8 @@ import hmac
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,6 +52,12 @@ def request_started(scope: Scope) -> float:
     return float(scope.get("state", {}).get("started", time.perf_counter()))
 
 
+def request_id_for(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The caller's own ``X-Request-Id`` when it is a plain token, else a new one."""
+    given = next((value for name, value in headers if name == REQUEST_ID_HEADER), b"")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+
+
 class RequestIdMiddleware:
     """Gives every request an id and echoes it as ``X-Request-Id`` on the answer (errors included).
 
@@ -65,8 +72,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER, b"")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+        request_id = request_id_for(scope.get("headers", []))
         state = scope.setdefault("state", {})
         state["request_id"], state["started"] = request_id.decode(), time.perf_counter()
 
@@ -127,6 +133,13 @@ class MetricsMiddleware:
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 
+def key_accepted(headers: Sequence[tuple[bytes, bytes]], expected: bytes) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time."""
+    header = next((value for name, value in headers if name == b"authorization"), b"")
+    scheme, _, token = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+
+
 class ApiKeyMiddleware:
     """401 unless `Authorization: Bearer <key>` matches, on every path but /health."""
 
@@ -139,12 +152,11 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected):
+        if key_accepted(scope["headers"], self.expected):
             await self.app(scope, receive, send)
             return
-        problem = "is missing" if not header else "is not valid"
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        problem = "is not valid" if given else "is missing"
         await reject(
             GatewayError(ErrorKind.UNAUTHENTICATED, f"The API key {problem}: send 'Authorization: Bearer <key>'"),
             self.metrics,
@@ -158,19 +170,69 @@ ADMITTED_PATHS = frozenset({"/v1/embeddings", "/embed", "/tokenize"})
 """Routes that take one of the service's max_concurrent_requests slots."""
 
 
-class AdmissionMiddleware:
-    """429 before the body is read when every slot is taken: under a 10x burst a refusal costs the gateway
-    only the request's headers, so it stays fast however big the bodies are. The service admits for real
-    after parsing (`EmbeddingService._admitted`); this is the cheap early answer."""
+@dataclass(frozen=True)
+class EarlyAnswer:
+    """A whole answer decided from a request's headers alone, for the HTTP protocol to write as it is."""
 
-    def __init__(self, app: ASGIApp, overloaded: Callable[[], GatewayError | None], metrics: Metrics) -> None:
-        self.app = app
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class AdmissionDoor:
+    """429 when every slot is taken, decided from the request line and headers before the body is read: under a
+    10x burst a refusal costs the gateway only the request's headers, so it stays fast however big the bodies
+    are. The service admits for real after parsing (`EmbeddingService._admitted`); this is the cheap early answer.
+
+    Two callers: `AdmissionMiddleware` (inside the ASGI stack, after the key check) and the HTTP protocol
+    (`connections.GuardedProtocol`), which asks `early_answer` as soon as a request's headers are parsed and
+    writes the refusal at once, without starting the app: a refusal then never waits behind admitted requests'
+    work in the event loop. Both give the same answer and count it the same way.
+    """
+
+    def __init__(
+        self, overloaded: Callable[[], GatewayError | None], metrics: Metrics, api_key: str | None = None
+    ) -> None:
         self.overloaded = overloaded
+        self.metrics = metrics
+        self.expected_key = api_key.encode("utf-8") if api_key is not None else None
+
+    def refusal(self, method: str, path: str) -> GatewayError | None:
+        """The 429 for a request to an admitted route while every slot is taken, else None."""
+        if method != "POST" or path not in ADMITTED_PATHS:
+            return None
+        return self.overloaded()
+
+    def early_answer(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> EarlyAnswer | None:
+        """The refusal as status, headers and body, counted as the app would count it; None: let the app answer
+        (not refused, or a key is required and this request's is not right: the app's 401 comes first)."""
+        started = time.perf_counter()
+        if self.expected_key is not None and not key_accepted(headers, self.expected_key):
+            return None
+        error = self.refusal(method, path)
+        if error is None:
+            return None
+        response = render(error, path)
+        self.metrics.count_error(error.kind.value)
+        route = route_label(path)
+        self.metrics.requests.labels(route, str(response.status_code)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        answer_headers = [*response.raw_headers, (REQUEST_ID_HEADER, request_id_for(headers))]
+        return EarlyAnswer(response.status_code, answer_headers, bytes(response.body))
+
+
+class AdmissionMiddleware:
+    """`AdmissionDoor` inside the ASGI stack: for requests the protocol did not already refuse (other servers,
+    pipelined requests, the moment a slot was taken while this request's body streamed in)."""
+
+    def __init__(self, app: ASGIApp, door: AdmissionDoor, metrics: Metrics) -> None:
+        self.app = app
+        self.door = door
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ADMITTED_PATHS:
-            error = self.overloaded()
+        if scope["type"] == "http":
+            error = self.door.refusal(scope["method"], scope["path"])
             if error is not None:
                 await reject(error, self.metrics, scope, receive, send)
                 return

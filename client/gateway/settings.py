@@ -145,7 +145,7 @@ class GatewaySettings(BaseSettings):
     max_header_bytes: int = Field(
         32 * 1024,
         gt=0,
-        description="Largest request line plus headers, in bytes (this bounds their count too); more gets 400.",
+        description="Largest request line plus headers, in bytes (this bounds their count too); more gets 431.",
     )
     max_connections: int = Field(
         1024,

@@ -66,6 +66,13 @@ class TritonSettings(BaseSettings):
         description="a file holding the admin key (a mounted Secret); else BGE_TRITON_ADMIN_KEY; else a random "
         "key nobody holds. Never on a command line: tritonserver gets it through the argv_secret helper",
     )
+    nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="run tritonserver, its threads and Python stubs at this lower CPU priority: beside a gateway "
+        "on the same cores, 10 lets the gateway refuse and answer health checks first (bge-serve does)",
+    )
     verbose: bool = Field(False, description="stream Triton's own log instead of a file")
     home: Path | None = Field(
         None,
@@ -98,6 +105,7 @@ class TritonSettings(BaseSettings):
             metrics_port=self.metrics_port,
             host=self.host,
             exit_timeout_s=self.exit_timeout,
+            nice=self.nice,
             restrict_admin_apis=self.restrict_admin_apis,
             admin_key=self.admin_key(),
             triton_home=self.home,
@@ -128,6 +136,8 @@ def serve(settings: TritonSettings, server: TritonServer, stopping: list[bool]) 
     """Start, wait for every model, check native encoders, then supervise until stopped; the exit code."""
     repository = settings.model_repository
     log.info("starting tritonserver on %s (models: %s)", repository, ", ".join(repository_models(repository)))
+    if settings.nice:
+        log.info("tritonserver and its Python stubs run at nice %d (--nice)", settings.nice)
     if not settings.verbose:
         log.info("Triton's own log goes to %s", server.log_path)
     server.start()

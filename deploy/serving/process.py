@@ -129,6 +129,7 @@ def exit_description(stat: Sequence[str]) -> str:
 class ManagedProcess:
     """A child process and its output.
 
+    ``nice`` > 0 runs it at that lower CPU priority (its threads and children too).
     Output goes to ``log_path`` (None: this process's own stdout/stderr), or with ``capture`` through a
     pipe: each line is kept with the time it arrived (``lines``), handed to ``echo``, and written to
     ``log_path`` if given. Servers in production write their file directly; capture is for tools and tests
@@ -143,9 +144,12 @@ class ManagedProcess:
         log_path: Path | None = None,
         capture: bool = False,
         echo: Callable[[str], None] | None = None,
+        nice: int = 0,
     ) -> None:
         self.name = name
-        self.command = list(command)
+        # `nice` (coreutils) execs the command in its place at the lower priority, which every thread and
+        # child it starts inherits; Popen has no such option and a preexec_fn is unsafe in a threaded parent.
+        self.command = ["nice", "-n", str(nice), *command] if nice else list(command)
         self.env = dict(os.environ if env is None else env)
         self.log_path = log_path
         self.capture = capture

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 from bge_deploy.serving.gateway import GatewayProcess
 from bge_deploy.serving.install import LauncherError
 from bge_deploy.serving.process import ManagedProcess, ProcessError
-from bge_deploy.serving.triton import ServerOptions, TritonServer
+from bge_deploy.serving.triton import COLOCATED_NICE, ServerOptions, TritonServer
 from bge_deploy.serving.watchdog import Watchdog, WatchdogOptions
 from bge_export.settings import Precision
 from bge_model_repository.contract import (
@@ -71,6 +71,13 @@ class ServeSettings(BaseSettings):
         description="interface Triton's HTTP and gRPC ports bind: loopback, since they have no authentication "
         "(0.0.0.0 exposes Triton's own inference API to the network)",
     )
+    triton_nice: int = Field(
+        COLOCATED_NICE,
+        ge=0,
+        le=19,
+        description="CPU priority of Triton's processes (higher yields more): the gateway on the same cores answers "
+        "429s and health checks before batch compute (0: equal priority)",
+    )
     port: int = Field(GATEWAY_PORT, description="gateway port (OpenAI API under /v1)")
     triton_http_port: int = Field(TRITON_HTTP_PORT)
     triton_grpc_port: int = Field(TRITON_GRPC_PORT)
@@ -103,6 +110,7 @@ class ServeSettings(BaseSettings):
             http_port=self.triton_http_port,
             grpc_port=self.triton_grpc_port,
             metrics_port=self.triton_metrics_port,
+            nice=self.triton_nice,
         )
 
 
@@ -140,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = settings.server_options()
             triton = TritonServer(options).start()
             log.info("starting tritonserver (log: %s)", triton.log_path)
+            if options.nice:
+                log.info(
+                    "Triton's processes run at nice %d: the gateway on the same cores answers first (--triton-nice)",
+                    options.nice,
+                )
             triton.wait_ready(settings.ready_timeout_s, report=True)
             log.info(
                 "Triton ready: HTTP :%d, gRPC :%d, metrics :%d/metrics",

@@ -33,6 +33,13 @@ STUB_BINARY = "triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
 
 
+COLOCATED_NICE = 10
+"""Triton's nice value when it shares its cores with the gateway (bge-serve's default): the gateway's work per
+request is small and latency-bound (429s, /health, readiness), Triton's is batch compute. Under overload on two
+cores the gateway then refuses a 10x burst in tens of milliseconds instead of waiting for Triton's threads
+(RELIABILITY.md, "Fast 429"); when nothing else wants the cores Triton uses them all the same. Separate
+containers (compose, Kubernetes) are separate cgroups with their own CPU weight and need none."""
+
 METRICS_CONFIG = ("summary_latencies=true", "summary_quantiles=0.5:0.05,0.9:0.01,0.99:0.001")
 
 
@@ -49,6 +56,10 @@ class ServerOptions:
     admin_key: str | None = None
     restrict_admin_apis: bool = True
     log_verbose: int = 0
+    nice: int = 0
+    """CPU priority of tritonserver, its threads and its Python stubs (0-19, higher yields more): beside a
+    gateway on the same cores, a positive value lets the gateway answer (429s, health) before batch compute
+    (`COLOCATED_NICE`)."""
     triton_home: Path | None = None
     """A system Triton install to run (see `find_triton`); None: BGE_TRITON_HOME, /opt/tritonserver, the wheel."""
     extra_args: list[str] = field(default_factory=list)
@@ -221,7 +232,8 @@ class TritonServer:
         # quiet: the log file, appended across restarts; else Triton's own log goes to our stdout
         log_path = self.log_path if self.quiet else None
         command = self.options.command(install.binary, backend_dir, restriction)
-        self._child = ManagedProcess("tritonserver", command, env=env, log_path=log_path).start()
+        nice = self.options.nice
+        self._child = ManagedProcess("tritonserver", command, env=env, log_path=log_path, nice=nice).start()
         return self
 
     def log_tail(self, lines: int = 40) -> str:
