@@ -17,13 +17,13 @@ import pytest
 from support import loopback_server_options
 
 from bge_deploy.serving import admin_key
-from bge_deploy.serving import triton as triton_module
 from bge_deploy.serving.admin_key import ADMIN_KEY_ENV
 from bge_deploy.serving.argv_secret import PLACEHOLDER, VARIABLE, helper_library
 from bge_deploy.serving.install import TRITON_HOME_ENV, LauncherError, SystemTriton, TritonDistribution, find_triton
 from bge_deploy.serving.launched import LaunchedTriton
 from bge_deploy.serving.launcher import TritonSettings
 from bge_deploy.serving.process import proc_cmdline
+from bge_deploy.serving.stubs import StubProcess
 from bge_deploy.serving.triton import ServerOptions, TritonServer
 
 ADMIN_KEY = "s3cret"
@@ -277,7 +277,7 @@ def test_the_admin_key_reaches_triton_but_no_command_line_or_stub(triton, tmp_pa
         ours = [pid for pid in tritonserver if str(triton.repository) in " ".join(proc_cmdline(pid))]
         ours = [pid for pid in ours if f"--http-port={server.http_port}" in proc_cmdline(pid)]
         assert len(ours) == 1 and any(PLACEHOLDER in arg for arg in proc_cmdline(ours[0]))
-        stubs = triton_module.StubProcess.children_of(ours[0])
+        stubs = StubProcess.children_of(ours[0])
         assert stubs
         for pid in [ours[0], *(stub.pid for stub in stubs)]:
             environ = Path(f"/proc/{pid}/environ").read_bytes()

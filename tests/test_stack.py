@@ -15,7 +15,8 @@ import openai
 from pydantic_settings import CliApp
 
 from bge_deploy.serving.process import children, free_port, proc_cmdline
-from bge_deploy.serving.triton import COLOCATED_NICE, StubProcess
+from bge_deploy.serving.stubs import StubProcess
+from bge_deploy.serving.triton import COLOCATED_NICE
 
 
 def test_serve_starts_triton_and_gateway_then_stops_both(triton, tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from bge_client.gateway.admission import AdmissionDoor, AdmissionMiddleware
 from bge_client.gateway.errors import ErrorKind, GatewayError, from_http_status, render
 from bge_client.gateway.inference import Backend
 from bge_client.gateway.metrics import Metrics
 from bge_client.gateway.middleware import (
-    AdmissionDoor,
-    AdmissionMiddleware,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     CancelOnDisconnectMiddleware,

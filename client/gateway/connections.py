@@ -10,7 +10,7 @@ Python and costs about 1 ms of CPU per request, which is what a burst of refusal
 connection whose request has not arrived `read_timeout_s` after it opened (or after its previous answer) is
 closed, and a request line plus headers over `max_header_bytes` is answered 431 and the connection closed.
 
-It also writes the gateway's early answers (`middleware.AdmissionDoor`: 429 when every slot is taken) from
+It also writes the gateway's early answers (`admission.AdmissionDoor`: 429 when every slot is taken) from
 the header callback, without starting the app, so under a burst a refusal never waits in the event loop
 behind the work of the requests that were admitted. The rest of a refused request's body is read and
 dropped, and the connection serves its next request.
@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from bge_client.gateway.middleware import EarlyAnswer
+from bge_client.gateway.admission import EarlyAnswer
 
 log = logging.getLogger("bge-gateway")
 

@@ -145,6 +145,7 @@ class ManagedProcess:
         capture: bool = False,
         echo: Callable[[str], None] | None = None,
         nice: int = 0,
+        keep_lines: int | None = None,
     ) -> None:
         self.name = name
         # `nice` (coreutils) execs the command in its place at the lower priority, which every thread and
@@ -155,7 +156,9 @@ class ManagedProcess:
         self.capture = capture
         self.echo = echo
         self.lines: list[tuple[float, str]] = []
-        """With ``capture``: (time.monotonic(), line) for every line of output so far."""
+        """With ``capture``: (time.monotonic(), line) for every line of output so far (the last ``keep_lines``
+        to ``2 x keep_lines`` of them when that is set, for a server that runs for weeks)."""
+        self.keep_lines = keep_lines
         self.popen: subprocess.Popen[bytes] | None = None
         self._terminated: int | None = None
         self._reader: threading.Thread | None = None
@@ -195,6 +198,8 @@ class ManagedProcess:
             for raw in popen.stdout:
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 self.lines.append((time.monotonic(), line))
+                if self.keep_lines is not None and len(self.lines) > 2 * self.keep_lines:
+                    del self.lines[: -self.keep_lines]
                 if log is not None:
                     log.write(raw)
                     log.flush()
@@ -213,6 +218,15 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
+
+    def said_since(self, text: str, since: float) -> bool:
+        """With ``capture``: a line containing ``text`` arrived at or after ``since`` (time.monotonic())."""
+        for arrived, line in reversed(list(self.lines)):
+            if arrived < since:
+                return False
+            if text in line:
+                return True
+        return False
 
     def _check_alive(self, waiting_for: str) -> None:
         code = self.poll()

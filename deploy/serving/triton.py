@@ -6,9 +6,9 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,21 +17,17 @@ from types import TracebackType
 
 from bge_deploy.serving.admin_key import ADMIN_KEY_ENV, AdminRestriction, restriction
 from bge_deploy.serving.install import LauncherError, TritonInstall, find_triton
-from bge_deploy.serving.process import (
-    ManagedProcess,
-    ProcessError,
-    exit_description,
-    get_json,
-    proc_cmdline,
-    proc_stat,
-)
+from bge_deploy.serving.process import ManagedProcess, ProcessError, get_json
+from bge_deploy.serving.stubs import StubProcess
 from bge_model_repository.contract import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 
 log = logging.getLogger("bge-triton")
 
-STUB_BINARY = "triton_python_backend_stub"
-SHM_DIR = Path("/dev/shm")
 
+DRAINED_LINE = "All models are stopped, unloading models"
+"""What tritonserver logs after a SIGTERM once no inference is in flight any more; unloading follows."""
+LOG_LINES_KEPT = 2000
+"""Lines of tritonserver's output the launcher keeps in memory (its log file, or stdout, has them all)."""
 
 COLOCATED_NICE = 10
 """Triton's nice value when it shares its cores with the gateway (bge-serve's default): the gateway's work per
@@ -118,56 +114,10 @@ def repository_models(repository: Path) -> list[str]:
     return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
 
 
-@dataclass(frozen=True)
-class StubProcess:
-    """A Python-backend stub: the process that runs one model instance's ``model.py`` for tritonserver.
-
-    Triton 2.51 neither restarts a stub that dies nor marks its model not ready; requests to it just
-    fail ("Stub process ... is not healthy"), so the launcher watches the stubs itself.
-    """
-
-    pid: int
-    model: str
-    shm_region: str  # /dev/shm file shared with tritonserver; left behind if the server is killed
-
-    @classmethod
-    def children_of(cls, parent: int) -> list[StubProcess]:
-        stubs = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            stat = proc_stat(int(entry.name))
-            if stat is None or int(stat[1]) != parent:
-                continue
-            argv = proc_cmdline(int(entry.name))
-            # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, ...
-            if len(argv) >= 3 and Path(argv[0]).name == STUB_BINARY:
-                stubs.append(cls(int(entry.name), Path(argv[1]).parent.parent.name, argv[2]))
-        return sorted(stubs, key=lambda stub: stub.model)
-
-    def death(self) -> str | None:
-        """How the stub ended ("killed by SIGKILL", "exited with code 1"), or None while it runs.
-
-        A dead stub stays a zombie until Triton reaps it; its exit status is still in /proc/<pid>/stat.
-        """
-        stat = proc_stat(self.pid)
-        if stat is None:
-            return "exited"
-        if stat[0] not in ("Z", "X"):
-            return None if self.is_running() else "exited"
-        return exit_description(stat)
-
-    def is_running(self) -> bool:
-        """Still this stub (not a recycled pid) and not a zombie."""
-        stat = proc_stat(self.pid)
-        argv = proc_cmdline(self.pid)
-        return stat is not None and stat[0] not in ("Z", "X") and bool(argv) and Path(argv[0]).name == STUB_BINARY
-
-    def clean_up(self) -> None:
-        """After tritonserver is gone: end the stub if it outlived it and remove its shared memory."""
-        if self.is_running():
-            os.kill(self.pid, signal.SIGKILL)
-        (SHM_DIR / self.shm_region).unlink(missing_ok=True)
+def _to_stdout(line: str) -> None:
+    """Triton's own log, passed through as it comes (``--verbose``)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 class TritonServer:
@@ -229,21 +179,34 @@ class TritonServer:
                 )
         self._restriction = restriction
         self.stubs = []
-        # quiet: the log file, appended across restarts; else Triton's own log goes to our stdout
+        # quiet: the log file, appended across restarts; else Triton's own log goes to our stdout. Either way the
+        # launcher reads it line by line too (when a restart may stop waiting: `stop_drained`).
         log_path = self.log_path if self.quiet else None
         command = self.options.command(install.binary, backend_dir, restriction)
-        nice = self.options.nice
-        self._child = ManagedProcess("tritonserver", command, env=env, log_path=log_path, nice=nice).start()
+        self._child = ManagedProcess(
+            "tritonserver",
+            command,
+            env=env,
+            log_path=log_path,
+            capture=True,
+            echo=None if self.quiet else _to_stdout,
+            nice=self.options.nice,
+            keep_lines=LOG_LINES_KEPT,
+        ).start()
         return self
 
+    def log_text(self) -> str:
+        """Triton's log: the file (every start of this server) when quiet, else the lines kept in memory."""
+        if self.quiet:
+            return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "" if self._child is None else self._child.log()
+
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def _exited_error(self) -> LauncherError:
         code = None if self.process is None else self.process.returncode
-        failures = load_failures(self.log_path.read_text(errors="replace")) if self.log_path.exists() else []
+        failures = load_failures(self.log_text())
         summary = "".join(f"\n{line}" for line in failures)
         return LauncherError(f"tritonserver exited (code {code}) before it was ready:{summary}\n{self.log_tail()}")
 
@@ -308,6 +271,24 @@ class TritonServer:
         if self._child is None:
             return None
         code = self._child.stop(timeout_s or self.options.exit_timeout_s + 10)
+        for stub in self.stubs:
+            stub.clean_up()
+        return code
+
+    def stop_drained(self, grace_s: float) -> int | None:
+        """For a restart: SIGTERM, then SIGKILL as soon as Triton says no inference is in flight any more (or after
+        ``grace_s``). What Triton does next, unloading each model (about a second per Python stub here; a model
+        whose stub died never unloads cleanly), would only delay recovery. The stubs are cleaned up."""
+        if self._child is None:
+            return None
+        since = time.monotonic()
+        self._child.terminate()
+        while self._child.poll() is None and time.monotonic() - since < grace_s:
+            if self._child.said_since(DRAINED_LINE, since):
+                break
+            time.sleep(0.05)
+        self._child.kill()
+        code = self._child.wait()
         for stub in self.stubs:
             stub.clean_up()
         return code

@@ -23,8 +23,9 @@ class WatchdogOptions:
     not_ready_s: float = 15.0
     """A server that was ready and then stays not ready (or does not answer) this long is restarted."""
     grace_s: float = 5.0
-    """Before SIGKILL, in-flight work of the healthy models gets this long to finish. Triton cannot
-    unload a model whose stub is dead, so waiting for its own exit timeout would only delay recovery."""
+    """Before SIGKILL, in-flight work of the healthy models gets up to this long to finish; the kill comes as
+    soon as Triton logs that none is left (`TritonServer.stop_drained`). Triton cannot unload a model whose
+    stub is dead, so waiting for its own exit would only delay recovery."""
     max_restarts: int = 5
     """Restarts allowed within ``window_s``; one more and the launcher exits 1, so the orchestrator
     sees a crash loop instead of a server that flaps forever."""
@@ -37,7 +38,8 @@ class Watchdog:
     Triggers: a Python-backend stub died (Triton itself would keep reporting the model ready while
     every request to it fails), tritonserver exited on its own, or the server stayed not ready for
     ``not_ready_s`` after having been ready. The restart is SIGTERM (Triton closes HTTP at once, so
-    readiness probes fail within one poll, and refuses new gRPC work), SIGKILL after ``grace_s``,
+    readiness probes fail within one poll, and refuses new gRPC work), SIGKILL once Triton has no inference
+    in flight (at most ``grace_s``),
     clean-up of the stubs' shared memory, start, and wait until every model is ready again.
     """
 
@@ -88,7 +90,7 @@ class Watchdog:
             log.info(f"watchdog: {problem}; already restarted {budget}, giving up")
             return False
         log.info(f"watchdog: {problem}; restarting tritonserver (restart {len(self.restarts)}, at most {budget})")
-        code = self.server.stop(timeout_s=self.options.grace_s)
+        code = self.server.stop_drained(self.options.grace_s)
         log.info(f"watchdog: old tritonserver gone (exit code {code}); starting a new one")
         self._not_ready_since = None
         if self.stopping():

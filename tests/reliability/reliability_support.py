@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bge_client.batching import text_array
 from bge_deploy.serving import launched
 from bge_deploy.serving.process import children
-from bge_deploy.serving.triton import StubProcess
+from bge_deploy.serving.stubs import StubProcess
 
 MIB = 1024 * 1024
 ADMIN_KEY = "reliability-admin-key"

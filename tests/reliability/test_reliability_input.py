@@ -23,7 +23,7 @@ from reliability_support import GatewayFactory, assert_vectors, reference_vector
 from support import TritonHandle as SharedTriton
 from tritonclient.utils import InferenceServerException
 
-from bge_deploy.serving.triton import StubProcess
+from bge_deploy.serving.stubs import StubProcess
 
 BODY_LIMIT = 64 * 1024
 FUZZ_EXAMPLES = 120
