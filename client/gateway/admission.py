@@ -58,10 +58,8 @@ class AdmissionDoor:
         """The refusal as status, headers and body, counted as the app would count it; None: let the app answer
         (not refused, or a key is required and this request's is not right: the app's 401 comes first)."""
         started = time.perf_counter()
-        if self.expected_key is not None and not key_accepted(headers, self.expected_key):
-            return None
         error = self.refusal(method, path)
-        if error is None:
+        if error is None or (self.expected_key is not None and not key_accepted(headers, self.expected_key)):
             return None
         response = render(error, path)
         self.metrics.count_error(error.kind.value)

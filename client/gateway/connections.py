@@ -126,7 +126,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_headers, self._header_bytes = True, 0
         if self.cycle is not None and self.cycle.response_complete:
-            self._arm()  # answered early (a 429 before the body): the next request has its own deadline
+            self._arm()  # the app answered before the body was all in: the next request has its own deadline
         else:
             self._disarm()  # the whole request is in: the app has it now
 
