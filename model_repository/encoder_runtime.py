@@ -8,15 +8,18 @@ short and long texts from concurrent requests share work without padding short r
 One encoder holds one copy of the weights and runs its sub-batches in ``lanes`` at once (threads
 calling one onnxruntime session, or one OpenVINO compiled model's streams), so every core works
 whatever the mix: one request of 32 texts is cut into a sub-batch per lane, and 8 requests of one
-text each, merged by Triton's batcher, are too. Instances would each hold their own weights.
+text each, merged by Triton's batcher, are too. Instances would each hold their own weights. The
+lanes take sub-batches first come, first served across Triton's batches (`Encoder.submit`), so a
+lane that finished its share of one batch starts on the next (where to cut: ``sub_batches``).
 """
 
 from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -25,15 +28,8 @@ from typing import Any
 import numpy as np
 
 from bge_model_repository.contract import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS
-from bge_model_repository.tokenization import InputError, TokenBatch, round_up
-
-
-@dataclass(frozen=True)
-class SubBatch:
-    """Rows (indices into the merged batch) run together, padded to `width` columns."""
-
-    rows: np.ndarray
-    width: int
+from bge_model_repository.sub_batches import SubBatch, plan_sub_batches, spread_over_lanes
+from bge_model_repository.tokenization import InputError, TokenBatch
 
 
 @dataclass
@@ -44,73 +40,6 @@ class PaddingStats:
     batches: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0  # tokens computed, padding included
-
-
-RUN_OVERHEAD_TOKENS = 128
-"""What launching one engine run costs, in tokens of work (the planner's fixed price per sub-batch)."""
-
-
-def plan_sub_batches(
-    lengths: Sequence[int] | np.ndarray,
-    max_batch: int,
-    max_tokens: int,
-    pad_to_multiple_of: int = 1,
-    run_overhead_tokens: int = RUN_OVERHEAD_TOKENS,
-) -> list[SubBatch]:
-    """Sort rows by length and cut them into runs that minimise computed tokens.
-
-    Sorted neighbours are similar in length, so a run pads little. Where to cut is an exact
-    dynamic programme over the sorted rows (n <= max batch, so O(n^2) is nothing): each run
-    costs its padded size plus a fixed `run_overhead_tokens` for launching it, within
-    `max_batch` rows and `max_tokens` padded tokens (a single longer row runs alone).
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
-    widths = [max(round_up(int(lengths[i]), pad_to_multiple_of), 1) for i in order]
-    n = len(order)
-    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j sorted rows
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        width = widths[j - 1]  # the longest row of any run ending at j
-        for i in range(j - 1, max(j - max_batch, 0) - 1, -1):
-            count = j - i
-            if count > 1 and width * count > max_tokens:
-                break
-            cost = best[i] + width * count + run_overhead_tokens
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    plans: list[SubBatch] = []
-    j = n
-    while j > 0:
-        i = cut[j]
-        plans.append(SubBatch(rows=order[i:j], width=widths[j - 1]))
-        j = i
-    return plans[::-1]
-
-
-def run_cost(plan: SubBatch) -> int:
-    return plan.width * len(plan.rows) + RUN_OVERHEAD_TOKENS
-
-
-def spread_over_lanes(
-    plans: Sequence[SubBatch], lanes: int, lengths: Sequence[int] | np.ndarray, pad_to_multiple_of: int = 1
-) -> list[SubBatch]:
-    """At least `lanes` runs where there are enough rows, longest work first.
-
-    While there are fewer runs than lanes, the costliest run of two rows or more is cut in two halves of
-    its (length-sorted) rows, each half padded to its own longest row. Handing the runs out longest first
-    to whichever lane is free (greedy list scheduling) keeps the lanes' finishing times close.
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    plans = list(plans)
-    while len(plans) < lanes:
-        divisible = [i for i, plan in enumerate(plans) if len(plan.rows) > 1]
-        if not divisible:
-            break
-        rows = plans.pop(max(divisible, key=lambda i: run_cost(plans[i]))).rows
-        for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
-            plans.append(SubBatch(rows=half, width=max(round_up(int(lengths[half].max()), pad_to_multiple_of), 1)))
-    return sorted(plans, key=run_cost, reverse=True)
 
 
 def merge_rows(batches: Sequence[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -192,6 +121,36 @@ class CpuEngine(str, Enum):
     OPENVINO = "openvino"  # fp32 only (its default), the plain graph; faster fp32 GEMMs on x86 (BENCHMARKS.md)
 
 
+class _Job:
+    """One submitted batch: its output rows, filled by whichever lanes run its sub-batches."""
+
+    def __init__(self, out: np.ndarray, runs: int) -> None:
+        self.out = out
+        self.stats = PaddingStats()
+        self.future: Future[tuple[np.ndarray, PaddingStats]] = Future()
+        self._left = runs
+        self._lock = threading.Lock()
+
+    def fill(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        self.out[rows] = vectors
+        self._one_done()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self.future.done():
+                self.future.set_exception(exc)
+        self._one_done()
+
+    def finish_empty(self) -> None:
+        self.future.set_result((self.out, self.stats))
+
+    def _one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0 and not self.future.done():
+                self.future.set_result((self.out, self.stats))
+
+
 class Encoder:
     """An engine's `run` on one padded batch, and the length-sorted sub-batching every engine shares.
 
@@ -225,25 +184,48 @@ class Encoder:
         pad_to_multiple_of: int = 8,
     ) -> tuple[np.ndarray, PaddingStats]:
         """Run length-sorted sub-batches, `lanes` at a time; rows come back in input order."""
-        out = np.empty((len(lengths), self.dim), dtype=np.float32)
-        stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()))
+        return self.submit(inputs, lengths, max_batch, max_tokens, pad_to_multiple_of).result()
+
+    def submit(
+        self,
+        inputs: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        max_batch: int,
+        max_tokens: int,
+        pad_to_multiple_of: int = 8,
+    ) -> Future[tuple[np.ndarray, PaddingStats]]:
+        """Queue one batch's sub-batches behind those already queued; the future holds its vectors in input order.
+
+        The lanes take queued sub-batches first come, first served, so a lane that has finished its share of
+        one batch starts on the next batch's while the other lanes finish theirs (work-conserving across
+        batches; `inputs` must stay untouched until the future is done). Without lanes the batch runs here.
+        """
         plans = plan_sub_batches(lengths, max_batch, max_tokens, pad_to_multiple_of)
         if self.lanes > 1:
             plans = spread_over_lanes(plans, self.lanes, lengths, pad_to_multiple_of)
         columns = inputs[INPUT_IDS].shape[1]
+        job = _Job(np.empty((len(lengths), self.dim), dtype=np.float32), len(plans))
+        job.stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()), batches=len(plans))
+        job.stats.padded_tokens = sum(min(plan.width, columns) * len(plan.rows) for plan in plans)
 
-        def one(plan: SubBatch) -> np.ndarray:
+        def one(plan: SubBatch) -> None:
             width = min(plan.width, columns)
-            return self.run({name: inputs[name][plan.rows, :width] for name in self.input_names})
+            try:
+                vectors = self.run({name: inputs[name][plan.rows, :width] for name in self.input_names})
+            except BaseException as exc:  # the batch's future carries it to whoever answers the requests
+                job.fail(exc)
+            else:
+                job.fill(plan.rows, vectors)
 
-        results: Iterator[np.ndarray] = (
-            self._pool.map(one, plans) if self._pool is not None and len(plans) > 1 else map(one, plans)
-        )
-        for plan, vectors in zip(plans, results, strict=True):
-            out[plan.rows] = vectors
-            stats.batches += 1
-            stats.padded_tokens += min(plan.width, columns) * len(plan.rows)
-        return out, stats
+        if not plans:
+            job.finish_empty()
+        elif self._pool is None:
+            for plan in plans:
+                one(plan)
+        else:
+            for plan in plans:
+                self._pool.submit(one, plan)
+        return job.future
 
     def close(self) -> None:
         """Stop the lane threads (Triton's finalize)."""

@@ -94,11 +94,13 @@ def triton(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterat
             intra_op_threads=1,
             # One encoder instance running one sub-batch at a time, so the encoder stays the bottleneck the
             # queue-overflow (429) test needs; two instances keep up with a 128-chunk burst often enough to
-            # make it flaky. MiniLM here runs the default (2 instances: its weights are small).
+            # make it flaky. MiniLM runs bge-large's default layout instead (below).
             instances=1,
             lanes=1,
         )
-    minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1)
+    # MiniLM (real weights) in the layout bge-large gets by default: one instance, 2 lanes x 1 thread, Triton's
+    # batches overlapped (bge_model_repository.overlap), so the real-weights tests check that path's rows.
+    minilm = export_model(minilm_dir, repository, root / "work", MINILM_NAME, intra_op_threads=1, instances=1, lanes=2)
     options = loopback_server_options(repository)
     with TritonServer(options, workdir=root) as server:
         server.wait_ready(timeout_s=120)

@@ -10,13 +10,11 @@ from hypothesis import strategies as st
 from bge_model_repository.encoder_runtime import (
     Encoder,
     Parallelism,
-    SubBatch,
     default_parallelism,
     merge_rows,
-    plan_sub_batches,
-    spread_over_lanes,
     validate_inputs,
 )
+from bge_model_repository.sub_batches import SubBatch, plan_sub_batches, spread_over_lanes
 from bge_model_repository.tokenization import InputError
 
 
@@ -142,28 +140,41 @@ def test_spread_keeps_every_row_once_and_widths_cover_rows(lengths: list[int], l
 
 class RecordingEncoder(Encoder):
     """A fake engine (the unit under test is the lanes' scheduling): row i's vector is [first id of row i] * 2;
-    records which threads ran at once."""
+    each run sleeps `seconds_per_row` per row and records which threads ran at once and when each run began."""
 
-    def __init__(self, lanes: int) -> None:
+    def __init__(self, lanes: int, seconds_per_row: float = 0.0, fail_on: int | None = None) -> None:
         import threading
 
         self.input_names = ["input_ids", "attention_mask"]
         self.dim = 2
         self.active = 0
         self.most_at_once = 0
+        self.seconds_per_row = seconds_per_row
+        self.fail_on = fail_on
+        self.started: dict[int, float] = {}  # first id of a run's first row -> when the run began
         self.lock = threading.Lock()
         self._start_lanes(lanes)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         import time
 
+        ids = inputs["input_ids"][:, 0]
         with self.lock:
             self.active += 1
             self.most_at_once = max(self.most_at_once, self.active)
-        time.sleep(0.05)
+            self.started[int(ids[0])] = time.monotonic()
+        time.sleep(self.seconds_per_row * len(ids) if self.seconds_per_row else 0.05)
         with self.lock:
             self.active -= 1
+        if self.fail_on is not None and self.fail_on in ids:
+            raise RuntimeError(f"engine failed on row {self.fail_on}")
         return np.repeat(inputs["input_ids"][:, :1].astype(np.float32), 2, axis=1)
+
+
+def _rows(first_ids: list[int], length: int = 16) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    ids = np.zeros((len(first_ids), length), np.int64)
+    ids[:, 0] = first_ids
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}, np.full(len(first_ids), length)
 
 
 def test_lanes_run_sub_batches_at_once_and_rows_come_back_in_order() -> None:
@@ -180,3 +191,32 @@ def test_lanes_run_sub_batches_at_once_and_rows_come_back_in_order() -> None:
         assert encoder.most_at_once == lanes and stats.batches >= lanes
         assert stats.texts == 32 and stats.real_tokens == int(lengths.sum())
         assert stats.padded_tokens >= stats.real_tokens
+
+
+def test_a_free_lane_starts_the_next_batch_while_the_other_finishes_this_one() -> None:
+    """Work-conserving across Triton's batches: three equal rows on two lanes run as 2 + 1, and the lane
+    with one row takes the next batch's row instead of waiting for the lane with two."""
+    import time
+
+    encoder = RecordingEncoder(2, seconds_per_row=0.2)
+    first = encoder.submit(*_rows([1, 2, 3]), 64, 8192, 8)
+    done_at: list[float] = []
+    first.add_done_callback(lambda _: done_at.append(time.monotonic()))
+    second = encoder.submit(*_rows([7]), 64, 8192, 8)
+    vectors, stats = first.result(timeout=5)
+    assert second.result(timeout=5)[0][:, 0].tolist() == [7.0]
+    encoder.close()
+    assert vectors[:, 0].tolist() == [1.0, 2.0, 3.0] and stats.batches == 2
+    assert encoder.started[7] < done_at[0] - 0.1, "the second batch waited for the first to finish"
+
+
+def test_an_engine_error_fails_its_batch_only() -> None:
+    encoder = RecordingEncoder(2, fail_on=5)
+    failed = encoder.submit(*_rows([4, 5, 6, 8]), 64, 8192, 8)
+    fine = encoder.submit(*_rows([9]), 64, 8192, 8)
+    with pytest.raises(RuntimeError, match="row 5"):
+        failed.result(timeout=5)
+    assert fine.result(timeout=5)[0][:, 0].tolist() == [9.0]
+    with pytest.raises(RuntimeError, match="row 5"):  # without lanes too, through encode
+        RecordingEncoder(1, fail_on=5).encode(*_rows([5]), 64, 8192, 8)
+    encoder.close()

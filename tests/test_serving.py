@@ -91,6 +91,28 @@ def test_minilm_real_weights_match_sentence_transformers(client, triton) -> None
     assert tokens.ravel()[-1] == 256  # MiniLM's sentence-transformers limit
 
 
+def test_overlapped_batches_keep_every_row_its_own(make_client, triton) -> None:
+    """MiniLM runs 2 lanes and takes Triton's next batch while the last one finishes: 48 requests of 1-3
+    distinct texts from 8 clients each get their own sentence-transformers vectors, in order."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = [f"第{i}个句子：" + "向量 " * (i % 7 * 9) + f"sentence {i}" for i in range(96)]
+    reference = SentenceTransformer(str(triton.minilm.source_dir), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    requests = [list(range(start, start + 1 + start % 3)) for start in range(0, 96, 2)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(lambda rows: infer(make_client(), triton.minilm.name, [texts[r] for r in rows]), requests)
+        )
+    for rows, (vectors, _) in zip(requests, results, strict=True):
+        assert vectors.shape == (len(rows), 384)
+        assert np.sum(vectors * reference[rows], axis=1).min() >= 0.99999, rows
+    said = triton.server.log_text()
+    assert f"'{triton.minilm.name}-encoder': onnxruntime encoder, 2 lane(s) x 1 thread(s)" in said
+    assert "2 batch(es) at once" in said
+
+
 def test_empty_and_very_long_texts_get_answers(client, triton) -> None:
     vectors, tokens = infer(client, triton.model_name, ["", "数" * 20_000])
     assert tokens.ravel().tolist() == [2, 512]

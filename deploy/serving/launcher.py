@@ -86,6 +86,10 @@ class TritonSettings(BaseSettings):
         _WATCHDOG.not_ready_s, description="restart a server that was ready and then stays not ready this long"
     )
     watchdog_grace_s: float = Field(_WATCHDOG.grace_s, description="on a restart, seconds before SIGKILL")
+    watchdog_dead_stub_grace_s: float = Field(
+        _WATCHDOG.dead_stub_grace_s,
+        description="the same when a Python backend stub died (the requests it held can never be answered)",
+    )
     watchdog_max_restarts: int = Field(
         _WATCHDOG.max_restarts,
         description=f"restarts allowed per {_WATCHDOG.window_s / 60:g} min before the launcher exits 1",
@@ -128,6 +132,7 @@ class TritonSettings(BaseSettings):
         return WatchdogOptions(
             not_ready_s=self.watchdog_not_ready_s,
             grace_s=self.watchdog_grace_s,
+            dead_stub_grace_s=self.watchdog_dead_stub_grace_s,
             max_restarts=self.watchdog_max_restarts,
         )
 

@@ -26,6 +26,11 @@ class WatchdogOptions:
     """Before SIGKILL, in-flight work of the healthy models gets up to this long to finish; the kill comes as
     soon as Triton logs that none is left (`TritonServer.stop_drained`). Triton cannot unload a model whose
     stub is dead, so waiting for its own exit would only delay recovery."""
+    dead_stub_grace_s: float = 1.0
+    """The grace when a stub died. Requests that stub had taken never get an answer from Triton (the CPU
+    encoder answers each batch after ``execute`` returns, through response senders that died with the stub),
+    so Triton would report them in flight for the whole grace: they get their error and the server its
+    restart this much sooner. Work on other instances still has this long to finish."""
     max_restarts: int = 5
     """Restarts allowed within ``window_s``; one more and the launcher exits 1, so the orchestrator
     sees a crash loop instead of a server that flaps forever."""
@@ -57,6 +62,7 @@ class Watchdog:
         self.restarts: list[float] = []
         self._not_ready_since: float | None = None
         self._next_ready_check = 0.0
+        self._stub_died = False
 
     def problem(self) -> str | None:
         """Why the server cannot serve now, or None. Cheap enough to ask every ``poll_s``."""
@@ -68,6 +74,7 @@ class Watchdog:
         for stub in self.server.stubs:
             death = stub.death()
             if death is not None:
+                self._stub_died = True
                 return f"the Python backend stub of model '{stub.model}' (pid {stub.pid}) {death}"
         now = time.monotonic()
         if now < self._next_ready_check:
@@ -90,7 +97,9 @@ class Watchdog:
             log.info(f"watchdog: {problem}; already restarted {budget}, giving up")
             return False
         log.info(f"watchdog: {problem}; restarting tritonserver (restart {len(self.restarts)}, at most {budget})")
-        code = self.server.stop_drained(self.options.grace_s)
+        grace_s = min(self.options.grace_s, self.options.dead_stub_grace_s) if self._stub_died else self.options.grace_s
+        self._stub_died = False
+        code = self.server.stop_drained(grace_s)
         log.info(f"watchdog: old tritonserver gone (exit code {code}); starting a new one")
         self._not_ready_since = None
         if self.stopping():

@@ -2,10 +2,15 @@
 
 Used where Triton has only the Python backend (the pip-installed server, CPU). NVIDIA's
 container runs the same ONNX file with the native onnxruntime backend instead.
+
+Each request is answered through its response sender (one final response, Triton's default mode),
+from the lane that finishes its batch, and ``execute`` returns once the batch before this one is
+done, so the lanes go straight on to the next batch (``bge_model_repository.overlap``).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -21,12 +26,14 @@ from bge_model_repository.contract import (
 )
 from bge_model_repository.encoder_runtime import (
     CpuEngine,
+    PaddingStats,
     default_parallelism,
     merge_rows,
     open_encoder,
     validate_inputs,
 )
 from bge_model_repository.model_args import ModelArgs
+from bge_model_repository.overlap import InFlightWindow, overlap_depth
 from bge_model_repository.parameters import CpuEncoderParameters, SelfCheckParameters
 from bge_model_repository.self_check import References, SelfCheckError, run_self_check
 from bge_model_repository.tokenization import InputError
@@ -44,9 +51,11 @@ class TritonPythonModel:
             spinning=params.intra_op_spinning,
             lanes=parallel.lanes,
         )
+        self.window = InFlightWindow(overlap_depth(parallel.lanes))
         pb_utils.Logger.log_info(
             f"'{model.name}': {params.engine} encoder, {parallel.lanes} lane(s) x {parallel.threads} thread(s) "
-            f"in each of {params.instance_count} instance(s), one copy of the weights per instance"
+            f"in each of {params.instance_count} instance(s), one copy of the weights per instance, "
+            f"{self.window.depth} batch(es) at once"
         )
         self.input_names = [n for n in ENCODER_INPUTS if n in self.encoder.input_names]
         self.max_length = params.max_length
@@ -88,37 +97,60 @@ class TritonPythonModel:
             raise SelfCheckError(result.line())
         pb_utils.Logger.log_info(result.line())
 
-    def execute(self, requests: list) -> list:
-        good: list[int] = []
+    def execute(self, requests: list) -> None:
+        good: list[Any] = []  # the response senders of the valid requests, in row order
         feeds: list[dict] = []
         lengths: list = []
-        responses: list = [None] * len(requests)
-        for i, request in enumerate(requests):
+        for request in requests:
+            sender = request.get_response_sender()
             try:
                 feed = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
                 lengths.append(validate_inputs(feed, self.max_length, self.vocab_size, self.type_vocab_size))
             except (InputError, AttributeError) as exc:
                 message = str(exc) if isinstance(exc, InputError) else f"missing input: {exc}"
-                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+                self._send(sender, error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
                 continue
-            good.append(i)
+            good.append(sender)
             feeds.append(feed)
-        if feeds:
-            merged, counts = merge_rows(feeds)
-            vectors, stats = self.encoder.encode(
-                merged, np.concatenate(lengths), self.max_batch, self.max_tokens, self.pad_to_multiple_of
-            )
+        if not feeds:
+            return None
+        merged, counts = merge_rows(feeds)  # a copy: Triton frees the requests' tensors once execute returns
+        batch = self.encoder.submit(
+            merged, np.concatenate(lengths), self.max_batch, self.max_tokens, self.pad_to_multiple_of
+        )
+        batch.add_done_callback(lambda done: self._answer(done, good, counts))
+        self.window.admit(batch)
+        return None
+
+    def _answer(self, batch: Future[tuple[np.ndarray, PaddingStats]], senders: list[Any], counts: list[int]) -> None:
+        """Send each request its rows (or the engine's error); runs on the lane that finished the batch."""
+        try:
+            vectors, stats = batch.result()
+        except Exception as exc:  # every request still gets its one response
+            error = pb_utils.TritonError(f"encoder failed: {exc}", pb_utils.TritonError.INTERNAL)
+            for sender in senders:
+                self._send(sender, error=error)
+            return
+        row = 0
+        for sender, count in zip(senders, counts, strict=True):
+            self._send(sender, tensors=[pb_utils.Tensor(EMBEDDING, vectors[row : row + count])])
+            row += count
+        try:
             self.metric_real.increment(stats.real_tokens)
             self.metric_padded.increment(stats.padded_tokens)
             self.metric_texts.increment(stats.texts)
             self.metric_runs.increment(stats.batches)
-            row = 0
-            for i, count in zip(good, counts, strict=True):
-                out = pb_utils.Tensor(EMBEDDING, vectors[row : row + count])
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[out])
-                row += count
-        return responses
+        except Exception as exc:  # the answers are out; a lost count is only logged
+            pb_utils.Logger.log_warn(f"could not count an encoder batch: {exc}")
+
+    @staticmethod
+    def _send(sender: Any, tensors: list | None = None, error: Any = None) -> None:
+        try:
+            response = pb_utils.InferenceResponse(output_tensors=tensors or [], error=error)
+            sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # e.g. the request was cancelled meanwhile: log, keep serving the others
+            pb_utils.Logger.log_warn(f"could not send an encoder response: {exc}")
 
     def finalize(self) -> None:
+        self.window.drain()
         self.encoder.close()

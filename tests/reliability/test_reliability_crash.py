@@ -9,7 +9,9 @@ reason, fast, and serves again as soon as the new server is ready.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +126,63 @@ def test_frozen_server_is_restarted(
     assert NOT_READY_S <= said - frozen < NOT_READY_S + 4  # + up to 2 checks of 1 s
     assert not any(stub.is_running() for stub in old_stubs)  # the old server's stubs did not outlive it
     assert not any(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
+
+
+@pytest.fixture(scope="module")
+def minilm_repository(triton: SharedTriton, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM alone (exported in bge-large's default layout: one encoder instance of 2 lanes, batches overlapped)."""
+    repository = tmp_path_factory.mktemp("minilm-repository")
+    name = triton.minilm.name
+    for model in (name, f"{name}-tokenizer", f"{name}-encoder"):
+        shutil.copytree(triton.repository / model, repository / model, symlinks=True)
+    return repository
+
+
+def test_a_killed_stub_with_a_batch_in_its_window_answers_everyone_within_its_grace(
+    minilm_repository: Path, triton: SharedTriton
+) -> None:
+    """The overlapped encoder holds the batch it is finishing and the next one, whose ``execute`` has returned:
+    when its stub dies, Triton never answers those (their response senders died with it) and would report them
+    in flight for the whole 5 s grace. After a stub's death the watchdog waits only its 1 s dead-stub grace, so
+    every request in flight at the kill gets its answer (an error) within ~2 s, and the server serves again."""
+    name = triton.minilm.name
+    server = launch_triton(minilm_repository, "--exit-timeout", "10", "--watchdog-grace-s", "5")
+    try:
+        texts = [f"窗口里的批次 {i} " + "word " * 120 for i in range(8)]
+        payload = {"inputs": [{"name": "text", "shape": [8, 1], "datatype": "BYTES", "data": texts}]}
+        url = f"{server.http_url}/v2/models/{name}/infer"
+        outcomes: list[tuple[float, float, int | str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as http:
+                while not stop.is_set():
+                    start = time.monotonic()
+                    try:
+                        status: int | str = http.post(url, json=payload).status_code
+                    except httpx.TransportError as exc:
+                        status = type(exc).__name__
+                    outcomes.append((start, time.monotonic(), status))
+
+        clients = [threading.Thread(target=client) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        wait_until(lambda: sum(o[2] == 200 for o in outcomes) >= 16, timeout_s=60, poll_s=0.05)
+        (stub,) = [s for s in server.stubs() if s.model == f"{name}-encoder"]
+        killed = time.monotonic()
+        os.kill(stub.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+        in_flight = [(end - killed, status) for start, end, status in outcomes if start < killed < end]
+        wait_until(lambda: server.model_ready(name), timeout_s=60, poll_s=0.05)
+        recovery_s = time.monotonic() - killed
+        answer = httpx.post(url, json=payload, timeout=30)
+        print(f"\nin flight at the kill (s after it, answer): {in_flight}; ready again {recovery_s:.1f} s after")
+        assert in_flight, "the load had nothing in flight at the kill"
+        assert max(seconds for seconds, _ in in_flight) < 3.0, in_flight  # 5 s and more without the short grace
+        assert answer.status_code == 200, answer.text
+        server.wait_for_line("watchdog: tritonserver ready again", timeout_s=10, after=killed)
+    finally:
+        server.stop()
