@@ -131,17 +131,17 @@ class TritonPythonModel:
             for sender in senders:
                 self._send(sender, error=error)
             return
-        row = 0
-        for sender, count in zip(senders, counts, strict=True):
-            self._send(sender, tensors=[pb_utils.Tensor(EMBEDDING, vectors[row : row + count])])
-            row += count
-        try:
+        try:  # counted before the answers go out, so a client that has its answer sees it counted
             self.metric_real.increment(stats.real_tokens)
             self.metric_padded.increment(stats.padded_tokens)
             self.metric_texts.increment(stats.texts)
             self.metric_runs.increment(stats.batches)
-        except Exception as exc:  # the answers are out; a lost count is only logged
+        except Exception as exc:  # a lost count is only logged; the answers still go out
             pb_utils.Logger.log_warn(f"could not count an encoder batch: {exc}")
+        row = 0
+        for sender, count in zip(senders, counts, strict=True):
+            self._send(sender, tensors=[pb_utils.Tensor(EMBEDDING, vectors[row : row + count])])
+            row += count
 
     @staticmethod
     def _send(sender: Any, tensors: list | None = None, error: Any = None) -> None:
