@@ -122,14 +122,16 @@ class CpuEngine(str, Enum):
 
 
 class _Job:
-    """One submitted batch: its output rows, filled by whichever lanes run its sub-batches."""
+    """One submitted batch: its output rows, filled by whichever lanes run its `stats.batches` sub-batches."""
 
-    def __init__(self, out: np.ndarray, runs: int) -> None:
+    def __init__(self, out: np.ndarray, stats: PaddingStats) -> None:
         self.out = out
-        self.stats = PaddingStats()
+        self.stats = stats
         self.future: Future[tuple[np.ndarray, PaddingStats]] = Future()
-        self._left = runs
+        self._left = stats.batches
         self._lock = threading.Lock()
+        if self._left == 0:  # no rows: nothing will run
+            self.future.set_result((out, stats))
 
     def fill(self, rows: np.ndarray, vectors: np.ndarray) -> None:
         self.out[rows] = vectors
@@ -140,9 +142,6 @@ class _Job:
             if not self.future.done():
                 self.future.set_exception(exc)
         self._one_done()
-
-    def finish_empty(self) -> None:
-        self.future.set_result((self.out, self.stats))
 
     def _one_done(self) -> None:
         with self._lock:
@@ -204,9 +203,13 @@ class Encoder:
         if self.lanes > 1:
             plans = spread_over_lanes(plans, self.lanes, lengths, pad_to_multiple_of)
         columns = inputs[INPUT_IDS].shape[1]
-        job = _Job(np.empty((len(lengths), self.dim), dtype=np.float32), len(plans))
-        job.stats = PaddingStats(texts=len(lengths), real_tokens=int(lengths.sum()), batches=len(plans))
-        job.stats.padded_tokens = sum(min(plan.width, columns) * len(plan.rows) for plan in plans)
+        stats = PaddingStats(
+            texts=len(lengths),
+            batches=len(plans),
+            real_tokens=int(lengths.sum()),
+            padded_tokens=sum(min(plan.width, columns) * len(plan.rows) for plan in plans),
+        )
+        job = _Job(np.empty((len(lengths), self.dim), dtype=np.float32), stats)
 
         def one(plan: SubBatch) -> None:
             width = min(plan.width, columns)
@@ -217,9 +220,7 @@ class Encoder:
             else:
                 job.fill(plan.rows, vectors)
 
-        if not plans:
-            job.finish_empty()
-        elif self._pool is None:
+        if self._pool is None:
             for plan in plans:
                 one(plan)
         else:

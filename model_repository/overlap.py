@@ -31,12 +31,8 @@ class InFlightWindow:
     def admit(self, batch: Future[Any]) -> None:
         """Count `batch` in, then wait for the oldest ones until fewer than `depth` remain unfinished."""
         self._pending.append(batch)
-        while self._pending and self._pending[0].done():
-            self._pending.popleft()
         while len(self._pending) >= self.depth:
-            wait([self._pending.popleft()])
-        while self._pending and self._pending[0].done():
-            self._pending.popleft()
+            wait([self._pending.popleft()])  # returns at once for a batch already done
 
     def drain(self) -> None:
         """Wait for every admitted batch (the model's finalize)."""

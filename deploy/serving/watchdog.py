@@ -37,6 +37,14 @@ class WatchdogOptions:
     window_s: float = 600.0
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why the server cannot serve, in one line, and whether a stub died (then the shorter grace applies)."""
+
+    reason: str
+    stub_died: bool = False
+
+
 class Watchdog:
     """Restarts tritonserver when it can no longer serve, saying why in one line.
 
@@ -62,20 +70,18 @@ class Watchdog:
         self.restarts: list[float] = []
         self._not_ready_since: float | None = None
         self._next_ready_check = 0.0
-        self._stub_died = False
 
-    def problem(self) -> str | None:
+    def problem(self) -> Problem | None:
         """Why the server cannot serve now, or None. Cheap enough to ask every ``poll_s``."""
         process = self.server.process
         if process is None:
-            return "tritonserver is not running"
+            return Problem("tritonserver is not running")
         if process.poll() is not None:
-            return f"tritonserver exited on its own (code {process.returncode})"
+            return Problem(f"tritonserver exited on its own (code {process.returncode})")
         for stub in self.server.stubs:
             death = stub.death()
             if death is not None:
-                self._stub_died = True
-                return f"the Python backend stub of model '{stub.model}' (pid {stub.pid}) {death}"
+                return Problem(f"the Python backend stub of model '{stub.model}' (pid {stub.pid}) {death}", True)
         now = time.monotonic()
         if now < self._next_ready_check:
             return None
@@ -85,20 +91,23 @@ class Watchdog:
             return None
         self._not_ready_since = self._not_ready_since or now
         if now - self._not_ready_since >= self.options.not_ready_s:
-            return f"tritonserver has not been ready for {now - self._not_ready_since:.0f}s"
+            return Problem(f"tritonserver has not been ready for {now - self._not_ready_since:.0f}s")
         return None
 
-    def restart(self, problem: str) -> bool:
+    def restart(self, problem: Problem) -> bool:
         """Restart tritonserver; False when the restart budget is spent or the restart failed."""
         now = time.monotonic()
         self.restarts = [t for t in self.restarts if now - t < self.options.window_s] + [now]
         budget = f"{self.options.max_restarts} in {self.options.window_s / 60:g} min"
         if len(self.restarts) > self.options.max_restarts:
-            log.info(f"watchdog: {problem}; already restarted {budget}, giving up")
+            log.info(f"watchdog: {problem.reason}; already restarted {budget}, giving up")
             return False
-        log.info(f"watchdog: {problem}; restarting tritonserver (restart {len(self.restarts)}, at most {budget})")
-        grace_s = min(self.options.grace_s, self.options.dead_stub_grace_s) if self._stub_died else self.options.grace_s
-        self._stub_died = False
+        log.info(
+            f"watchdog: {problem.reason}; restarting tritonserver (restart {len(self.restarts)}, at most {budget})"
+        )
+        grace_s = self.options.grace_s
+        if problem.stub_died:
+            grace_s = min(grace_s, self.options.dead_stub_grace_s)
         code = self.server.stop_drained(grace_s)
         log.info(f"watchdog: old tritonserver gone (exit code {code}); starting a new one")
         self._not_ready_since = None

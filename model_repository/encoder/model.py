@@ -98,7 +98,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(result.line())
 
     def execute(self, requests: list) -> None:
-        good: list[Any] = []  # the response senders of the valid requests, in row order
+        senders: list[Any] = []  # of the valid requests, in row order
         feeds: list[dict] = []
         lengths: list = []
         for request in requests:
@@ -110,7 +110,7 @@ class TritonPythonModel:
                 message = str(exc) if isinstance(exc, InputError) else f"missing input: {exc}"
                 self._send(sender, error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
                 continue
-            good.append(sender)
+            senders.append(sender)
             feeds.append(feed)
         if not feeds:
             return None
@@ -118,7 +118,7 @@ class TritonPythonModel:
         batch = self.encoder.submit(
             merged, np.concatenate(lengths), self.max_batch, self.max_tokens, self.pad_to_multiple_of
         )
-        batch.add_done_callback(lambda done: self._answer(done, good, counts))
+        batch.add_done_callback(lambda done: self._answer(done, senders, counts))
         self.window.admit(batch)
         return None
 

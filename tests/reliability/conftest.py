@@ -7,13 +7,12 @@ of the tiny bge model, so the shared server is never touched.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gateway.gateway_process import SERVED_NAME, Gateway, start_gateway, stop_gateway
-from reliability_support import GatewayFactory
+from reliability_support import GatewayFactory, repository_of
 from support import TritonHandle as SharedTriton
 
 
@@ -49,7 +48,4 @@ def start_gateway_for(triton: SharedTriton, reliability_logs: Path) -> Iterator[
 def tiny_repository(triton: SharedTriton, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository holding only the tiny bge model (ensemble, tokenizer, encoder), for Tritons
     launched by the tests themselves: loads in about 2 s."""
-    repository = tmp_path_factory.mktemp("tiny-repository")
-    for name in (triton.model_name, f"{triton.model_name}-tokenizer", f"{triton.model_name}-encoder"):
-        shutil.copytree(triton.repository / name, repository / name, symlinks=True)
-    return repository
+    return repository_of(triton.repository, triton.model_name, tmp_path_factory.mktemp("tiny-repository"))

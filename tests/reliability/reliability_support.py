@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -178,6 +179,14 @@ async def steady_load(
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
         await asyncio.gather(*[worker(w, client) for w in range(workers)])
     return outcomes
+
+
+def repository_of(source: Path, model: str, into: Path) -> Path:
+    """A model repository holding only `model` (its ensemble, tokenizer and encoder) copied from `source`, for
+    Tritons launched by the tests themselves."""
+    for name in (model, f"{model}-tokenizer", f"{model}-encoder"):
+        shutil.copytree(source / name, into / name, symlinks=True)
+    return into
 
 
 # -- a launched bge-triton (the CLI, with its watchdog) ----------------------------------------------------------

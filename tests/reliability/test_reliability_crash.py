@@ -9,7 +9,6 @@ reason, fast, and serves again as soon as the new server is ready.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from reliability_support import (
     body,
     launch_triton,
     reference_vectors,
+    repository_of,
     wait_until,
 )
 from support import TritonHandle as SharedTriton
@@ -131,11 +131,7 @@ def test_frozen_server_is_restarted(
 @pytest.fixture(scope="module")
 def minilm_repository(triton: SharedTriton, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM alone (exported in bge-large's default layout: one encoder instance of 2 lanes, batches overlapped)."""
-    repository = tmp_path_factory.mktemp("minilm-repository")
-    name = triton.minilm.name
-    for model in (name, f"{name}-tokenizer", f"{name}-encoder"):
-        shutil.copytree(triton.repository / model, repository / model, symlinks=True)
-    return repository
+    return repository_of(triton.repository, triton.minilm.name, tmp_path_factory.mktemp("minilm-repository"))
 
 
 def test_a_killed_stub_with_a_batch_in_its_window_answers_everyone_within_its_grace(
