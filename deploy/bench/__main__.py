@@ -16,6 +16,12 @@ whole server's: other traffic during a run shows up in them.
 
   bge-bench --model-dir DIR --target both --concurrency 1,8,32 --lengths 64,8-512 --duration 20
   bge-bench --self-contained --model-dir DIR --precision int8 --target triton --requests 200
+  bge-bench --model-dir DIR --target gateway --peers infinity=http://127.0.0.1:7997 --rounds 5 --duration 20
+
+With --peers, a second table puts each peer beside the project, workload by workload. With --rounds N every
+scenario runs N times, the targets taking turns (A B, B A, A B, ...): on a machine whose speed drifts (a
+shared cloud VM can move by a third within half an hour) one back-to-back pair is a fair comparison where
+two runs minutes apart are not; the table gives the median of the per-round ratios and their range.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,13 @@ def cell(value: Any) -> str:
 
 
 def format_table(results: Sequence[Result]) -> str:
-    """A fixed-width table, one row per scenario."""
-    header = [title for title, _ in COLUMNS]
-    rows = [[cell(lookup(r, path)) for _, path in COLUMNS] for r in results]
+    """A fixed-width table, one row per scenario (and round, with a round column where there were several)."""
+    columns = COLUMNS
+    if any(r.get("round", 1) > 1 for r in results):
+        at = [path for _, path in COLUMNS].index("concurrency") + 1
+        columns = (*COLUMNS[:at], ("round", "round"), *COLUMNS[at:])
+    header = [title for title, _ in columns]
+    rows = [[cell(lookup(r, path)) for _, path in columns] for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -86,6 +91,42 @@ def _rate_cells(result: Result | None) -> list[str]:
     return [cell(lookup(result, "throughput.texts_per_s")), cell(p50), cell(p99), cell(spread)]
 
 
+Key = tuple[str, str, int, int]  # target, lengths, texts per request, concurrency
+
+
+def rounds_of(results: Sequence[Result]) -> dict[Key, list[Result]]:
+    """Each scenario's results, round after round, scenarios in the order they first ran."""
+    grouped: dict[Key, list[Result]] = {}
+    for r in results:
+        grouped.setdefault((r["target"], r["lengths"], r["texts_per_request"], r["concurrency"]), []).append(r)
+    return {key: sorted(rows, key=lambda r: r.get("round", 1)) for key, rows in grouped.items()}
+
+
+def _median(values: list[Any]) -> Any:
+    numbers = [v for v in values if isinstance(v, int | float) and not math.isnan(v)]
+    return statistics.median(numbers) if numbers else None
+
+
+def merged(rows: Sequence[Result]) -> Result:
+    """One result for a scenario measured over several rounds: each throughput figure's median."""
+    if len(rows) == 1:
+        return rows[0]
+    keys = rows[0]["throughput"].keys()
+    throughput = {key: _median([r["throughput"].get(key) for r in rows]) for key in keys}
+    return {**rows[0], "round": None, "rounds": len(rows), "throughput": throughput}
+
+
+def paired_ratios(mine: Sequence[Result], theirs: Sequence[Result]) -> list[float]:
+    """Round by round, our texts/s over the peer's: each pair ran back to back, so a drift of the machine's
+    speed moves both."""
+    rate = {r.get("round", 1): lookup(r, "throughput.texts_per_s") for r in theirs}
+    return [
+        served / rate[r.get("round", 1)]
+        for r in mine
+        if (served := lookup(r, "throughput.texts_per_s")) is not None and rate.get(r.get("round", 1))
+    ]
+
+
 def peak_memory(results: Sequence[Result], target: str, key: str) -> float | None:
     """The largest `memory.<key>` (rss_mib / pss_mib) measured after any of `target`'s scenarios."""
     values = [lookup(r, f"memory.{key}") for r in results if r["target"] == target]
@@ -96,28 +137,37 @@ def peak_memory(results: Sequence[Result], target: str, key: str) -> float | Non
 def compare_tables(results: Sequence[Result]) -> str:
     """The project against each peer, workload by workload (same run, same machine): texts/s, p50, p99,
     p99/p50 of each and the throughput ratio; then the served memory of each after the load.
-    Empty when the run had no peer."""
+    Measured over several rounds (--rounds), each figure is the median over the rounds and the ratio the
+    median of the per-round ratios, their range beside it. Empty when the run had no peer."""
     targets = list(dict.fromkeys(r["target"] for r in results))
     ours = next((t for t in OURS if t in targets), None)
     peers = [t for t in targets if t not in OURS]
     if ours is None or not peers:
         return ""
-    by_key = {(r["target"], r["lengths"], r["texts_per_request"], r["concurrency"]): r for r in results}
-    workloads = list(dict.fromkeys((r["lengths"], r["texts_per_request"], r["concurrency"]) for r in results))
+    grouped = rounds_of(results)
+    workloads = list(dict.fromkeys(key[1:] for key in grouped))
+    rounds = max(len(rows) for rows in grouped.values())
     blocks = []
     for peer in peers:
         header = ["workload", *(f"{ours} {h}" for h in ("texts/s", "p50", "p99", "p99/p50"))]
         header += [*(f"{peer} {h}" for h in ("texts/s", "p50", "p99", "p99/p50")), "ratio"]
+        header += ["per round"] if rounds > 1 else []
         rows = []
         for key in workloads:
-            mine, theirs = by_key.get((ours, *key)), by_key.get((peer, *key))
-            if mine is None and theirs is None:
+            mine, theirs = grouped.get((ours, *key), []), grouped.get((peer, *key), [])
+            if not mine and not theirs:
                 continue
-            served = lookup(mine, "throughput.texts_per_s") if mine else None
-            other = lookup(theirs, "throughput.texts_per_s") if theirs else None
-            quotient = served / other if served is not None and other else None
-            label = workload_label(mine or theirs)  # type: ignore[arg-type]
-            rows.append([label, *_rate_cells(mine), *_rate_cells(theirs), cell(quotient)])
+            ratios = paired_ratios(mine, theirs)
+            label = workload_label((mine or theirs)[0])
+            row = [
+                label,
+                *_rate_cells(merged(mine) if mine else None),
+                *_rate_cells(merged(theirs) if theirs else None),
+            ]
+            row.append(cell(_median(ratios)))
+            if rounds > 1:
+                row.append(f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "n/a")
+            rows.append(row)
         memory = []
         for key, title in (("rss_mib", "RSS"), ("pss_mib", "PSS")):
             a, b = peak_memory(results, ours, key), peak_memory(results, peer, key)
@@ -125,8 +175,14 @@ def compare_tables(results: Sequence[Result]) -> str:
                 quotient = a / b if a is not None and b else None
                 memory.append(f"{title} MiB {ours} {cell(a)}, {peer} {cell(b)}, ratio {cell(quotient)}")
         widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-        lines = [f"{ours} vs {peer} (latencies in ms; ratio = {ours} texts/s / {peer} texts/s)"]
-        lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+        if rounds > 1:
+            title = (
+                f"{ours} vs {peer}, {rounds} rounds taking turns (medians over the rounds, latencies in ms; "
+                f"ratio = median of the per-round {ours} texts/s / {peer} texts/s)"
+            )
+        else:
+            title = f"{ours} vs {peer} (latencies in ms; ratio = {ours} texts/s / {peer} texts/s)"
+        lines = [title, "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
         if memory:
@@ -155,7 +211,8 @@ def write_json(path: Path, meta: dict[str, Any], results: Sequence[Result]) -> P
 
 def write_plot(path: Path, results: Sequence[Result], title: str = "") -> Path | None:
     """One row per workload (token lengths, texts per request): texts/s and p99 latency against
-    concurrency, a line per target, the in-process baselines as horizontal lines. None if no results."""
+    concurrency, a line per target (medians where there were several rounds), the in-process baselines as
+    horizontal lines. None if no results."""
     if not results:
         return None
     import matplotlib
@@ -165,7 +222,7 @@ def write_plot(path: Path, results: Sequence[Result], title: str = "") -> Path |
     from matplotlib.ticker import FixedLocator, NullLocator
 
     workloads: dict[tuple[str, int], dict[str, list[Result]]] = {}
-    for r in results:
+    for r in (merged(rows) for rows in rounds_of(results).values()):
         workloads.setdefault((r["lengths"], r["texts_per_request"]), {}).setdefault(r["target"], []).append(r)
     fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.8 * len(workloads)), squeeze=False)
     for (ax_tput, ax_p99), ((lengths, per_request), targets) in zip(axes, workloads.items(), strict=True):

@@ -18,7 +18,7 @@
 #
 # SHARED_MODELS_DIR holds the real configs/tokenizers (default ../shared/models); random weights of
 # exactly that shape are built once into WORK_DIR (default /tmp/bench). About 26 minutes on 2 cores,
-# plus ~25 for the peers. Run it on a quiet machine: a busy neighbour moves the ratios more than any
+# plus ~30 for the peers (BENCH_ROUNDS=5 rounds of each workload, the servers taking turns). Run it on a quiet machine: a busy neighbour moves the ratios more than any
 # change under test.
 set -euo pipefail
 SHARED=${1:-../shared/models}
@@ -109,25 +109,27 @@ compare() {  # $1 name, $2 label, then bge-bench arguments: the side-by-side tab
   bge-bench --model-dir "$WORK/$name" --model-name "$name" --target gateway \
     --gateway-url "http://127.0.0.1:$PORT" --triton-grpc-url "127.0.0.1:$((PORT + 2))" \
     --triton-metrics-url "http://127.0.0.1:$((PORT + 3))/metrics" --peers "infinity=http://127.0.0.1:$IPORT" \
-    --peer-model "$name" --no-baseline --no-progress --output-dir "$WORK/figures-peers-$label" "$@" \
-    | sed -n '/ vs infinity /,/^served memory/p'
+    --peer-model "$name" --no-baseline --no-progress --rounds "$ROUNDS" --output-dir "$WORK/figures-peers-$label" \
+    "$@" | sed -n '/ vs infinity/,/^served memory/p'
 }
+# Each workload runs ROUNDS times, the two servers taking turns; the ratio is the median of the rounds'.
+ROUNDS=${BENCH_ROUNDS:-5}
 if [ "${BENCH_PEERS:-1}" = 1 ] && [ -z "$INFINITY_BIN" ]; then
   echo "run_figures: no infinity_emb (set INFINITY_BIN): peer tables skipped" >&2
 elif [ "${BENCH_PEERS:-1}" = 1 ]; then
   export_repo bge-large-zh-v1.5 fp32
   serve bge-large-zh-v1.5 fp32
   peer bge-large-zh-v1.5
-  compare bge-large-zh-v1.5 large-b32 --concurrency 1 --texts-per-request 32 --lengths 64 --duration 60
-  compare bge-large-zh-v1.5 large-b16 --concurrency 2 --texts-per-request 16 --lengths 128 --duration 60
-  compare bge-large-zh-v1.5 large-c8 --concurrency 8 --texts-per-request 1 --lengths 64 --duration 60
+  compare bge-large-zh-v1.5 large-b32 --concurrency 1 --texts-per-request 32 --lengths 64 --duration 20
+  compare bge-large-zh-v1.5 large-b16 --concurrency 2 --texts-per-request 16 --lengths 128 --duration 20
+  compare bge-large-zh-v1.5 large-c8 --concurrency 8 --texts-per-request 1 --lengths 64 --duration 20
   stop
   export_repo bge-small-zh-v1.5 fp32
   serve bge-small-zh-v1.5 fp32
   peer bge-small-zh-v1.5
-  compare bge-small-zh-v1.5 small-c32 --concurrency 32 --texts-per-request 1 --lengths 16 --duration 30
-  compare bge-small-zh-v1.5 small-b32 --concurrency 4 --texts-per-request 32 --lengths 128 --duration 30
-  compare bge-small-zh-v1.5 small-mixed --concurrency 32 --texts-per-request 1 --lengths 8-510 --duration 30
+  compare bge-small-zh-v1.5 small-c32 --concurrency 32 --texts-per-request 1 --lengths 16 --duration 10
+  compare bge-small-zh-v1.5 small-b32 --concurrency 4 --texts-per-request 32 --lengths 128 --duration 10
+  compare bge-small-zh-v1.5 small-mixed --concurrency 32 --texts-per-request 1 --lengths 8-510 --duration 10
   stop
 fi
 trap - EXIT

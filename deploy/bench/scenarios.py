@@ -47,6 +47,16 @@ class Scenario:
     workload: Workload
     texts_per_request: int
     concurrency: int
+    round: int = 1
+
+
+def turns(targets: tuple[str, ...], rounds: int) -> list[tuple[int, str]]:
+    """(round, target) in the order they run: the targets in turn, every other round reversed (A B, B A, A B),
+    so a drift in the machine's speed during a workload favours no target."""
+    order = []
+    for number in range(1, rounds + 1):
+        order += [(number, target) for target in (targets if number % 2 else targets[::-1])]
+    return order
 
 
 class Progress:
@@ -99,7 +109,9 @@ async def run_scenario(
     driver = make_driver(args, endpoints, scenario.target, scenario.concurrency)
     own = scenario.target in TARGETS  # Triton's counters say what the project's encoder did, not a peer
     try:
-        warmup = args.warmup if args.warmup is not None else max(scenario.concurrency, 2)
+        # later rounds find the server warm (the same shapes ran in round 1)
+        default = max(scenario.concurrency, 2) if scenario.round == 1 else 0
+        warmup = args.warmup if args.warmup is not None else default
         await warm_up(driver, requests, warmup, scenario.concurrency)
         before = scraper.scrape() if own else None
         record = await run_load(driver, requests, scenario.concurrency, args.requests, args.duration, on_done)
@@ -122,6 +134,7 @@ async def run_scenario(
         "mean_tokens": scenario.workload.mean_tokens,
         "texts_per_request": scenario.texts_per_request,
         "concurrency": scenario.concurrency,
+        "round": scenario.round,
         "throughput": asdict(throughput),
         "server": stats.to_dict() if stats else None,
         "memory": memory.to_dict() if memory else None,
@@ -197,10 +210,12 @@ def run_all(args: BenchSettings, endpoints: Endpoints, notes: list[str]) -> list
                     args.sorted_batch_size,
                     args.baseline_seconds,
                 )
-            for target in endpoints.targets:
-                for concurrency in args.concurrency:
-                    scenario = Scenario(target, workload, per_request, concurrency)
+            for concurrency in args.concurrency:
+                for number, target in turns(endpoints.targets, args.rounds):
+                    scenario = Scenario(target, workload, per_request, concurrency, number)
                     description = f"{target} len={spec.label} n/req={per_request} c={concurrency}"
+                    if args.rounds > 1:
+                        description += f" round {number}/{args.rounds}"
                     with progress.bar(description, args.requests) as bar:
                         result = asyncio.run(run_scenario(args, endpoints, scenario, scraper, lambda b=bar: b.update()))
                     attach_baseline(result, baseline)
@@ -233,6 +248,7 @@ def describe_meta(args: BenchSettings, endpoints: Endpoints, notes: list[str]) -
         "requests": args.requests,
         "pool_size": args.pool_size,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "baseline_seconds": args.baseline_seconds if args.baseline else None,
         "sorted_batch_size": args.sorted_batch_size,
         "max_batch_size": args.max_batch_size if args.self_contained else None,

@@ -86,7 +86,18 @@ class BenchSettings(BaseSettings):
     texts_per_request: PositiveInts = Field([1], min_length=1, description="texts in one request, e.g. 1,16")
     duration: float | None = Field(None, gt=0, description=f"seconds per scenario (default {DEFAULT_DURATION_S:g})")
     requests: int | None = Field(None, ge=1, description="requests per scenario (with --duration: the first to end)")
-    warmup: int | None = Field(None, ge=0, description="unrecorded requests per scenario (default: concurrency)")
+    warmup: int | None = Field(
+        None,
+        ge=0,
+        description="unrecorded requests per scenario (default: the concurrency, at least 2, in round 1 only)",
+    )
+    rounds: int = Field(
+        1,
+        ge=1,
+        description="measure every scenario this many times, the targets taking turns (A B, B A, A B, ...) so a "
+        "machine whose speed drifts moves each alike; the peer tables give medians and the median of the "
+        "per-round ratios",
+    )
     pool_size: int = Field(512, ge=1, description="distinct texts per length spec")
     seed: int = 0
     encoding_format: Literal["base64", "float"] = Field(

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from support import REPO_ROOT, require_bge_assets
 
 from bge_deploy.bench import footprint
-from bge_deploy.bench.report import compare_tables, peak_memory, workload_label
+from bge_deploy.bench.report import compare_tables, format_table, merged, peak_memory, workload_label
+from bge_deploy.bench.scenarios import turns
 from bge_deploy.bench.settings import BenchSettings
 from bge_deploy.serving.process import free_port
 
@@ -80,6 +81,45 @@ def test_compare_tables_put_each_workload_side_by_side_with_the_ratio() -> None:
         "ratio 1.11; PSS MiB gateway 1,050, infinity 950, ratio 1.11"
     )
     assert compare_tables([r for r in results if r["target"] == "gateway"]) == ""  # no peer, no table
+
+
+def test_rounds_take_turns_so_a_drift_favours_no_target() -> None:
+    assert turns(("gateway", "infinity"), 3) == [
+        (1, "gateway"),
+        (1, "infinity"),
+        (2, "infinity"),
+        (2, "gateway"),
+        (3, "gateway"),
+        (3, "infinity"),
+    ]
+    assert turns(("gateway",), 2) == [(1, "gateway"), (2, "gateway")]
+    assert settings().rounds == 1 and settings("--rounds", "5").rounds == 5
+    with pytest.raises(ValidationError, match="rounds"):
+        settings("--rounds", "0")
+
+
+def test_over_rounds_the_table_gives_medians_and_the_median_of_the_paired_ratios() -> None:
+    # the machine slows down over the run: round 2 is half as fast for both, round 3 the peer is lucky
+    speeds = [(1, 4.0, 2.0), (2, 2.0, 1.0), (3, 3.0, 2.5)]
+    results = []
+    for number, ours, theirs in speeds:
+        for target, rate in (("gateway", ours), ("infinity", theirs)):
+            results.append({**result(target, 1, 32, rate, 100.0 * number, 300.0, 1000.0), "round": number})
+    lines = compare_tables(results).splitlines()
+    assert lines[0].startswith("gateway vs infinity, 3 rounds taking turns (medians over the rounds")
+    assert lines[1].endswith("ratio  per round")
+    row = lines[3].split()
+    # texts/s medians 3.00 and 2.00, p50 medians 200; paired ratios 2.0, 2.0, 1.2: median 2.00, not 3.00/2.00
+    assert row[-2:] == ["2.00", "1.20-2.00"]
+    assert row[8:10] == ["3.00", "200"] and row[12] == "2.00"  # ours: texts/s, p50; theirs: texts/s
+    table = format_table(results).splitlines()
+    assert table[0].split()[:6] == ["target", "len", "n/req", "conc", "round", "reqs"]
+    assert [line.split()[4] for line in table[2:]] == ["1", "1", "2", "2", "3", "3"]
+    assert "round" not in format_table(results[:2]).splitlines()[0].split()  # one round: no column
+    single = merged([results[0]])
+    assert single is results[0]
+    three = merged([r for r in results if r["target"] == "infinity"])
+    assert three["rounds"] == 3 and three["throughput"]["texts_per_s"] == 2.0 and three["round"] is None
 
 
 def test_footprint_counts_the_listener_and_its_children(peer: tuple[str, int]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_random_model_keeps_the_config_but_the_overridden_shape(tiny_model: Path
 
 @pytest.mark.slow
 def test_self_contained_run_against_triton(tiny_model: Path, peer: tuple[str, int], tmp_path: Path) -> None:
-    """Triton and a peer in one run: the project's table, the side-by-side one, the memory of each."""
+    """Triton and a peer in one run, two rounds taking turns: the project's table, the side-by-side one with
+    the medians and the per-round ratios, the memory of each."""
     out = tmp_path / "results"
     peer_url, peer_port = peer
     command = [
@@ -88,17 +90,27 @@ def test_self_contained_run_against_triton(tiny_model: Path, peer: tuple[str, in
         str(out),
         "--peers",
         f"fake={peer_url}",
+        "--rounds",
+        "2",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "texts/s" in result.stdout and "p99 ms" in result.stdout
-    assert "triton vs fake (latencies in ms; ratio = triton texts/s / fake texts/s)" in result.stdout
+    assert "triton vs fake, 2 rounds taking turns (medians over the rounds" in result.stdout
     assert "served memory after load (largest over the scenarios): RSS MiB triton" in result.stdout
 
     document = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert document["meta"]["self_contained"] and document["meta"]["targets"] == ["triton", "fake"]
-    scenario, peer_scenario = document["scenarios"]
+    assert document["meta"]["rounds"] == 2
+    turns = [(s["round"], s["target"]) for s in document["scenarios"]]
+    assert turns == [(1, "triton"), (1, "fake"), (2, "fake"), (2, "triton")]
+    scenario, peer_scenario, _, second = document["scenarios"]
+    assert second["server"]["encoder_texts"] == 40  # each round's counters are its own
+    ratios = [second["throughput"]["texts_per_s"] / document["scenarios"][2]["throughput"]["texts_per_s"]]
+    ratios.append(scenario["throughput"]["texts_per_s"] / peer_scenario["throughput"]["texts_per_s"])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("2 clients x 2 texts"))
+    assert row.split()[-2:] == [f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"]
     assert (peer_scenario["target"], peer_scenario["throughput"]["errors"]) == ("fake", 0)
     assert peer_scenario["memory"]["ports"] == [peer_port] and peer_scenario["server"] is None
     # tritonserver with its Python-backend stubs (tokenizer and encoder instances; "triton_python_backend_stub")
