@@ -10,6 +10,7 @@
 #
 # A subset: BENCH_VARIANTS="fp32 fp32-openvino" BENCH_MIXED=0 BENCH_SMALL=0 BENCH_PEERS=0 deploy/bench/run_figures.sh
 # Only the peer tables: BENCH_VARIANTS="" BENCH_SMALL=0 deploy/bench/run_figures.sh
+# Only the int8 peer rows: BENCH_VARIANTS="" BENCH_SMALL=0 BENCH_PEERS=0 deploy/bench/run_figures.sh
 #
 # The peer is infinity_emb in a venv of its own (a benchmark peer, never a test dependency):
 #   python -m venv /opt/infinity && /opt/infinity/bin/pip install "torch==2.13.0" "infinity_emb[server,torch]==0.0.78"
@@ -18,7 +19,8 @@
 #
 # SHARED_MODELS_DIR holds the real configs/tokenizers (default ../shared/models); random weights of
 # exactly that shape are built once into WORK_DIR (default /tmp/bench). About 26 minutes on 2 cores,
-# plus ~30 for the peers (BENCH_ROUNDS=5 rounds of each workload, the servers taking turns). Run it on a quiet machine: a busy neighbour moves the ratios more than any
+# plus ~30 for the peers (BENCH_ROUNDS=5 rounds of each workload, the servers taking turns) and ~20 for the
+# int8 peer rows (this project's int8 export beside infinity --dtype int8; BENCH_PEERS_INT8=0 skips them). Run it on a quiet machine: a busy neighbour moves the ratios more than any
 # change under test.
 set -euo pipefail
 SHARED=${1:-../shared/models}
@@ -94,12 +96,14 @@ fi
 # -- peers: the same workloads against infinity, in the same run on the same machine -------------------
 INFINITY_BIN=${INFINITY_BIN:-$(command -v infinity_emb || true)}
 IPORT=${INFINITY_PORT:-7997}
-peer() {  # $1 model name: infinity on its random weights, started (its own warm-up takes minutes on 2 cores)
+peer() {  # $1 model name, $2 infinity's --dtype (default auto: fp32 on CPU): started on the random weights
+  # (its own warm-up takes minutes on 2 cores)
+  local dtype=${2:-auto}
   HF_HUB_OFFLINE=1 "$INFINITY_BIN" v2 --model-id "$WORK/$1" --served-model-name "$1" --engine torch --device cpu \
-    --port "$IPORT" > "$WORK/infinity-$1.log" 2>&1 &
+    --dtype "$dtype" --port "$IPORT" > "$WORK/infinity-$1-$dtype.log" 2>&1 &
   PEER=$!
   wait_up "http://127.0.0.1:$IPORT/models" "$PEER" 1200 || {
-    echo "run_figures: infinity for $1 did not come up; see $WORK/infinity-$1.log" >&2
+    echo "run_figures: infinity for $1 did not come up; see $WORK/infinity-$1-$dtype.log" >&2
     return 1
   }
 }
@@ -114,9 +118,11 @@ compare() {  # $1 name, $2 label, then bge-bench arguments: the side-by-side tab
 }
 # Each workload runs ROUNDS times, the two servers taking turns; the ratio is the median of the rounds'.
 ROUNDS=${BENCH_ROUNDS:-5}
-if [ "${BENCH_PEERS:-1}" = 1 ] && [ -z "$INFINITY_BIN" ]; then
+if [ -z "$INFINITY_BIN" ] && [ "${BENCH_PEERS:-1}${BENCH_PEERS_INT8:-1}" != 00 ]; then
   echo "run_figures: no infinity_emb (set INFINITY_BIN): peer tables skipped" >&2
-elif [ "${BENCH_PEERS:-1}" = 1 ]; then
+  BENCH_PEERS=0 BENCH_PEERS_INT8=0
+fi
+if [ "${BENCH_PEERS:-1}" = 1 ]; then
   export_repo bge-large-zh-v1.5 fp32
   serve bge-large-zh-v1.5 fp32
   peer bge-large-zh-v1.5
@@ -130,6 +136,15 @@ elif [ "${BENCH_PEERS:-1}" = 1 ]; then
   compare bge-small-zh-v1.5 small-c32 --concurrency 32 --texts-per-request 1 --lengths 16 --duration 10
   compare bge-small-zh-v1.5 small-b32 --concurrency 4 --texts-per-request 32 --lengths 128 --duration 10
   compare bge-small-zh-v1.5 small-mixed --concurrency 32 --texts-per-request 1 --lengths 8-510 --duration 10
+  stop
+fi
+if [ "${BENCH_PEERS_INT8:-1}" = 1 ]; then  # int8 beside int8: our int8 export, infinity's torch quantize_dynamic
+  export_repo bge-large-zh-v1.5 int8
+  serve bge-large-zh-v1.5 int8
+  peer bge-large-zh-v1.5 int8
+  compare bge-large-zh-v1.5 large-int8-b32 --concurrency 1 --texts-per-request 32 --lengths 64 --duration 20
+  compare bge-large-zh-v1.5 large-int8-b16 --concurrency 2 --texts-per-request 16 --lengths 128 --duration 20
+  compare bge-large-zh-v1.5 large-int8-c8 --concurrency 8 --texts-per-request 1 --lengths 64 --duration 20
   stop
 fi
 trap - EXIT
