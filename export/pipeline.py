@@ -253,7 +253,6 @@ def run_export(settings: ExportSettings) -> ExportResult:
         settings=settings,
         self_check_min_cosine=settings.parity_threshold() if references is not None else None,
         int8_target=int8_target,
-        weights_mib=current.stat().st_size / 2**20,
     )
     plan = None
     if settings.builds_plan():

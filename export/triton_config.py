@@ -51,12 +51,10 @@ class RepositorySpec:
     """The CPU an int8 encoder was made for."""
     type_vocab_size: int = 2
     """Segment ids the model has (BERT: 2); the CPU encoder refuses others."""
-    weights_mib: float | None = None
-    """Size of the encoder's ONNX: how many CPU instances it gets by default (``ExportSettings.encoder_instances``)."""
 
     @property
     def encoder_instances(self) -> int:
-        return self.settings.encoder_instances(self.weights_mib)
+        return self.settings.encoder_instances()
 
     @property
     def tokenizer_name(self) -> str:

@@ -88,7 +88,7 @@ def test_killed_stub_is_visible_at_once_and_recovers(
     recovered(crash_gateway, expected, time.monotonic())  # serving before (and after the previous case)
     stubs = [s for s in launched.stubs() if s.model == model]
     assert stubs, launched.stubs()
-    stub = stubs[0]  # the encoder runs 2 instances by default: one dead stub is enough
+    stub = stubs[0]  # one dead stub is enough
     killed = time.monotonic()
     os.kill(stub.pid, signal.SIGKILL)
 
