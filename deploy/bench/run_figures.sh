@@ -20,8 +20,8 @@
 # SHARED_MODELS_DIR holds the real configs/tokenizers (default ../shared/models); random weights of
 # exactly that shape are built once into WORK_DIR (default /tmp/bench). About 26 minutes on 2 cores,
 # plus ~30 for the peers (BENCH_ROUNDS=5 rounds of each workload, the servers taking turns) and ~20 for the
-# int8 peer rows (this project's int8 export beside infinity --dtype int8; BENCH_PEERS_INT8=0 skips them). Run it on a quiet machine: a busy neighbour moves the ratios more than any
-# change under test.
+# int8 peer rows (this project's int8 export beside infinity --dtype int8; BENCH_PEERS_INT8=0 skips them).
+# Run it on a quiet machine: a busy neighbour moves the ratios more than any change under test.
 set -euo pipefail
 SHARED=${1:-../shared/models}
 WORK=${2:-/tmp/bench}

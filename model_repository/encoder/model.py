@@ -131,29 +131,24 @@ class TritonPythonModel:
     def _answer(self, batch: Future[tuple[np.ndarray, PaddingStats]], senders: list[Any], counts: list[int]) -> None:
         """Send each request its rows (or the engine's error); runs on the lane that finished the batch."""
         with self._answering:
-            self._answer_batch(batch, senders, counts)
-
-    def _answer_batch(
-        self, batch: Future[tuple[np.ndarray, PaddingStats]], senders: list[Any], counts: list[int]
-    ) -> None:
-        try:
-            vectors, stats = batch.result()
-        except Exception as exc:  # every request still gets its one response
-            error = pb_utils.TritonError(f"encoder failed: {exc}", pb_utils.TritonError.INTERNAL)
-            for sender in senders:
-                self._send(sender, error=error)
-            return
-        try:  # counted before the answers go out, so a client that has its answer sees it counted
-            self.metric_real.increment(stats.real_tokens)
-            self.metric_padded.increment(stats.padded_tokens)
-            self.metric_texts.increment(stats.texts)
-            self.metric_runs.increment(stats.batches)
-        except Exception as exc:  # a lost count is only logged; the answers still go out
-            pb_utils.Logger.log_warn(f"could not count an encoder batch: {exc}")
-        row = 0
-        for sender, count in zip(senders, counts, strict=True):
-            self._send(sender, tensors=[pb_utils.Tensor(EMBEDDING, vectors[row : row + count])])
-            row += count
+            try:
+                vectors, stats = batch.result()
+            except Exception as exc:  # every request still gets its one response
+                error = pb_utils.TritonError(f"encoder failed: {exc}", pb_utils.TritonError.INTERNAL)
+                for sender in senders:
+                    self._send(sender, error=error)
+                return
+            try:  # counted before the answers go out, so a client that has its answer sees it counted
+                self.metric_real.increment(stats.real_tokens)
+                self.metric_padded.increment(stats.padded_tokens)
+                self.metric_texts.increment(stats.texts)
+                self.metric_runs.increment(stats.batches)
+            except Exception as exc:  # a lost count is only logged; the answers still go out
+                pb_utils.Logger.log_warn(f"could not count an encoder batch: {exc}")
+            row = 0
+            for sender, count in zip(senders, counts, strict=True):
+                self._send(sender, tensors=[pb_utils.Tensor(EMBEDDING, vectors[row : row + count])])
+                row += count
 
     @staticmethod
     def _send(sender: Any, tensors: list | None = None, error: Any = None) -> None:
