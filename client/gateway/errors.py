@@ -63,6 +63,11 @@ TEI_PATHS = frozenset({"/embed", "/info"})
 RETRY_AFTER_S = 1
 """Sent with every 429: overload clears in about one batch time, so callers should come back soon."""
 
+UNAVAILABLE_RETRY_AFTER_S = 3
+"""Sent with every 503: the launcher's watchdog has a crashed tritonserver serving again in about 3 s
+(RELIABILITY.md, "Recovery"). The openai SDK waits what Retry-After says before each of its retries (two by
+default), so its callers ride out a restart instead of getting an error after its own 0.5 s and 1 s backoff."""
+
 
 class GatewayError(Exception):
     """A failure with its kind; raised anywhere, rendered once by `render`."""
@@ -97,6 +102,8 @@ def render(error: GatewayError, path: str = "") -> Response:
     headers = dict(error.headers)
     if error.kind is ErrorKind.OVERLOADED:
         headers["Retry-After"] = str(RETRY_AFTER_S)
+    elif error.kind is ErrorKind.UNAVAILABLE:
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
     elif error.kind is ErrorKind.UNAUTHENTICATED:
         headers["WWW-Authenticate"] = "Bearer"
     body = tei_error_body(error) if path in TEI_PATHS else error_body(error)

@@ -43,8 +43,10 @@ def test_render_writes_openais_error_body() -> None:
     }
 
 
-def test_overload_says_when_to_retry_and_401_names_the_scheme() -> None:
+def test_overload_and_outage_say_when_to_retry_and_401_names_the_scheme() -> None:
     assert render(GatewayError(ErrorKind.OVERLOADED, "busy")).headers["retry-after"] == "1"
+    assert render(GatewayError(ErrorKind.UNAVAILABLE, "restarting")).headers["retry-after"] == "3"
+    assert "retry-after" not in render(GatewayError(ErrorKind.BACKEND, "bug")).headers
     assert render(GatewayError(ErrorKind.UNAUTHENTICATED, "key")).headers["www-authenticate"] == "Bearer"
 
 

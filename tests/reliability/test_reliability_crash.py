@@ -18,10 +18,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from gateway.gateway_process import Gateway
+from gateway.gateway_process import SERVED_NAME, Gateway
+from openai import OpenAI
 from reliability_support import (
     GatewayFactory,
     LaunchedTriton,
+    Scrape,
     assert_vectors,
     body,
     launch_triton,
@@ -30,6 +32,8 @@ from reliability_support import (
     wait_until,
 )
 from support import TritonHandle as SharedTriton
+
+from bge_client.gateway.errors import UNAVAILABLE_RETRY_AFTER_S
 
 NOT_READY_S = 2.0
 GRACE_S = 1.0
@@ -126,6 +130,31 @@ def test_frozen_server_is_restarted(
     assert NOT_READY_S <= said - frozen < NOT_READY_S + 4  # + up to 2 checks of 1 s
     assert not any(stub.is_running() for stub in old_stubs)  # the old server's stubs did not outlive it
     assert not any(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
+
+
+def test_the_openai_sdk_rides_out_an_encoder_crash(
+    launched: LaunchedTriton, crash_gateway: Gateway, expected: dict[str, np.ndarray], triton: SharedTriton
+) -> None:
+    """A 503 during the restart says when to come back (`Retry-After`), and the openai SDK waits that long
+    before each of its retries: a caller with the SDK's defaults who embeds during an encoder crash gets its
+    vectors, a few seconds late, instead of an error after the SDK's own 0.5 s and 1 s backoff."""
+    client = OpenAI(base_url=f"{crash_gateway.url}/v1", api_key="EMPTY")  # max_retries: the SDK's default (2)
+    recovered(crash_gateway, expected, time.monotonic())
+    refused_before = Scrape.of(f"{crash_gateway.url}/metrics").value("bge_gateway_requests", status="503")
+    stub = next(s for s in launched.stubs() if s.model == f"{triton.model_name}-encoder")
+    killed = time.monotonic()
+    os.kill(stub.pid, signal.SIGKILL)
+    wait_until(lambda: health(crash_gateway).status_code == 503, timeout_s=5, poll_s=0.02)
+    sent = time.monotonic()
+    answer = client.embeddings.create(model=SERVED_NAME, input=TEXTS)
+    took = time.monotonic() - sent
+    refused = Scrape.of(f"{crash_gateway.url}/metrics").value("bge_gateway_requests", status="503") - refused_before
+    print(f"\nopenai SDK call sent {sent - killed:.2f} s after the encoder's kill: vectors after {took:.1f} s")
+    got = np.array([d.embedding for d in answer.data], dtype=np.float32)
+    np.testing.assert_allclose(got, np.stack([expected[t] for t in TEXTS]), atol=1e-4)
+    assert refused >= 1  # it was refused during the outage, and came back when told to
+    assert took >= UNAVAILABLE_RETRY_AFTER_S - 0.1
+    launched.wait_for_line("watchdog: tritonserver ready again", timeout_s=10, after=killed)
 
 
 @pytest.fixture(scope="module")
