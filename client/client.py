@@ -33,6 +33,7 @@ from bge_model_repository.contract import (
     TRUNCATE_PARAMETER,
     Truncate,
     is_queue_full,
+    is_stub_dead,
 )
 
 Transport = Literal["grpc", "http"]
@@ -51,9 +52,11 @@ class Embeddings(NamedTuple):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter: overload clears in a batch time, restarts in seconds."""
+    """Exponential backoff with jitter: overload clears in a batch time, restarts in seconds. The default waits
+    add up to 11.1 s (5.5-11.1 s jittered), past a watchdog restart of tritonserver (bge-large: 4.3-4.8 s,
+    RELIABILITY.md "Recovery"), so a call made while the server restarts returns its vectors, late."""
 
-    attempts: int = 4
+    attempts: int = 10
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
@@ -67,10 +70,12 @@ class RetryPolicy:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Overload (queue full, 429) or unreachable server: worth another try. Deadlines and bad input: not."""
+    """Overload (queue full, 429), an unreachable server or a dead stub (until the restart): worth another try.
+    Deadlines and bad input: not."""
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "").removeprefix("StatusCode.")
-        return status in RETRYABLE_GRPC or status in RETRYABLE_HTTP or is_queue_full(str(exc.message() or ""))
+        message = str(exc.message() or "")
+        return status in RETRYABLE_GRPC or status in RETRYABLE_HTTP or is_queue_full(message) or is_stub_dead(message)
     return isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
 
 

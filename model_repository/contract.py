@@ -118,6 +118,17 @@ def is_queue_full(message: str) -> bool:
     return QUEUE_FULL_MARKER.lower() in message.lower()
 
 
+STUB_DEAD_MARKER = "is not healthy"
+"""Text of Triton's INTERNAL answer when a Python-backend stub process has died ("Stub process '...' is not
+healthy."): an outage until the launcher's watchdog has restarted tritonserver (seconds), not a bug in the
+request."""
+
+
+def is_stub_dead(message: str) -> bool:
+    """Whether a Triton error message says the model's Python-backend stub has died (retry after a restart)."""
+    return STUB_DEAD_MARKER in message
+
+
 # -- where things listen and live --------------------------------------------------------------------------
 
 DEFAULT_REPOSITORY = Path("build/model_repository")

@@ -27,6 +27,7 @@ from bge_model_repository.contract import (
     Truncate,
     encoder_model,
     is_queue_full,
+    is_stub_dead,
     tokenizer_model,
 )
 
@@ -56,17 +57,12 @@ def channel_args() -> list[tuple[str, int]]:
     ]
 
 
-STUB_DEAD_MARKER = "is not healthy"
-"""Triton's INTERNAL answer when a Python-backend stub process has died ("Stub process '...' is not healthy."):
-an outage until the model is restarted, not a bug in the request, so it is a 503 like any other outage."""
-
-
 def classify_triton_error(status: str, message: str) -> ErrorKind:
     """gRPC status (as tritonclient reports it, e.g. "StatusCode.UNAVAILABLE") + message -> kind."""
     code = status.removeprefix("StatusCode.")
     if code == "UNAVAILABLE" and is_queue_full(message):
         return ErrorKind.OVERLOADED
-    if code == "INTERNAL" and STUB_DEAD_MARKER in message:
+    if code == "INTERNAL" and is_stub_dead(message):  # an outage until the restart: a 503 like any other
         return ErrorKind.UNAVAILABLE
     if code == "RESOURCE_EXHAUSTED":
         return ErrorKind.OVERLOADED

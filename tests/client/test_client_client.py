@@ -25,6 +25,7 @@ FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
 def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
     assert RetryPolicy(attempts=5, initial_backoff_s=0.1, max_backoff_s=0.5).delays() == [0.1, 0.2, 0.4, 0.5]
     assert RetryPolicy(attempts=1).delays() == []
+    assert sum(RetryPolicy().delays()) / 2 > 5.0  # even jittered short, the default outlasts a restart (~5 s)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,8 @@ def test_retry_policy_backs_off_exponentially_up_to_a_cap() -> None:
         ("StatusCode.RESOURCE_EXHAUSTED", "", True),
         ("429", "Too Many Requests", True),
         ("503", "Exceeds maximum queue size", True),
+        ("StatusCode.INTERNAL", "Stub process 'm-encoder_0_0' is not healthy.", True),
+        ("StatusCode.INTERNAL", "onnxruntime failed", False),
         ("StatusCode.INVALID_ARGUMENT", "text 0 has 600 tokens", False),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
         ("400", "bad", False),

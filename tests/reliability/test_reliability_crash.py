@@ -33,6 +33,7 @@ from reliability_support import (
 )
 from support import TritonHandle as SharedTriton
 
+from bge_client import EmbeddingClient
 from bge_client.gateway.errors import UNAVAILABLE_RETRY_AFTER_S
 
 NOT_READY_S = 2.0
@@ -163,6 +164,25 @@ def test_the_openai_sdk_rides_out_an_encoder_crash(
     assert refusals >= 1  # it was refused during the outage, and came back when told to
     assert took >= UNAVAILABLE_RETRY_AFTER_S - 0.1
     launched.wait_for_line("watchdog: tritonserver ready again", timeout_s=10, after=killed)
+
+
+def test_the_thin_client_rides_out_an_encoder_crash(
+    launched: LaunchedTriton, crash_gateway: Gateway, expected: dict[str, np.ndarray], triton: SharedTriton
+) -> None:
+    """Straight to Triton over gRPC, `EmbeddingClient`'s default retries (dead stub, then a refused port while
+    the watchdog restarts tritonserver) outlast the restart: a call made during an encoder crash returns the
+    same vectors, late, instead of an error."""
+    recovered(crash_gateway, expected, time.monotonic())
+    stub = next(s for s in launched.stubs() if s.model == f"{triton.model_name}-encoder")
+    with EmbeddingClient(launched.grpc_url, "grpc", triton.model_name) as client:
+        client.model_facts()  # its config read before the crash, as a long-lived caller's would be
+        killed = time.monotonic()
+        os.kill(stub.pid, signal.SIGKILL)
+        vectors = client.embed(TEXTS)
+        took = time.monotonic() - killed
+    print(f"\nthin client call made at the encoder's kill: vectors after {took:.1f} s")
+    np.testing.assert_allclose(vectors, np.stack([expected[t] for t in TEXTS]), atol=1e-4)
+    assert launched.line_time("watchdog: tritonserver ready again", after=killed) is not None  # it did restart
 
 
 @pytest.fixture(scope="module")
