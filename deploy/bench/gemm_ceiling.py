@@ -156,6 +156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         config = json.loads(path.read_text())
         args.hidden, args.intermediate = config["hidden_size"], config["intermediate_size"]
         args.layers = config["num_hidden_layers"]
+    try:
+        args.rows = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows takes comma-separated whole numbers (e.g. 128,512), got {args.rows!r}")
+    if min(args.rows) < 1 or args.threads < 1 or args.tokens < 1 or args.seconds <= 0:
+        parser.error("--rows, --threads and --tokens must be at least 1 and --seconds above 0")
     unknown = set(args.engines.split(",")) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
@@ -165,7 +171,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("info")
     args = parse_args(argv)
-    rows = [int(r) for r in args.rows.split(",")]
     per_token = flops_per_token(args.layers, args.hidden, args.intermediate, args.tokens)
     log.info(
         "gemm ceiling: CPU %s, %d cores visible; %d thread(s) per engine; model %d layers, hidden %d, "
@@ -179,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_token / 1e9,
         args.tokens,
     )
-    results = measure(args.engines.split(","), rows, args.hidden, args.intermediate, args.threads, args.seconds)
+    results = measure(args.engines.split(","), args.rows, args.hidden, args.intermediate, args.threads, args.seconds)
     print(f"{'rows x k x n':>18}  {'engine':<12} {'GFLOP/s':>8}  {'texts/s it allows':>17}")
     for r in results:
         allows = r.gflops * 1e9 / per_token / args.tokens

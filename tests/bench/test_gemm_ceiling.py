@@ -51,3 +51,10 @@ def test_an_unknown_engine_is_refused_naming_the_choices(capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         main(["--engines", "onnxruntime,tensorflow"])
     assert "unknown engine(s) tensorflow; choose from onnxruntime, torch, openvino" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--rows", "128,lots"), ("--rows", "0"), ("--threads", "0")])
+def test_bad_numbers_are_refused_naming_the_flag(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([flag, value])
+    assert flag in capsys.readouterr().err
