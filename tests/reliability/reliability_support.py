@@ -120,8 +120,12 @@ def assert_vectors(response: httpx.Response, texts: Sequence[str], expected: dic
     assert response.status_code == 200, response.text[:300]
     data = response.json()["data"]
     assert [d["index"] for d in data] == list(range(len(texts)))
-    got = np.array([d["embedding"] for d in data], dtype=np.float32)
-    np.testing.assert_allclose(got, np.stack([expected[t] for t in texts]), atol=1e-4)
+    assert_same_vectors([d["embedding"] for d in data], texts, expected)
+
+
+def assert_same_vectors(got: object, texts: Sequence[str], expected: dict[str, np.ndarray]) -> None:
+    """`got` (rows in input order, from any client) are the vectors Triton computes for these texts."""
+    np.testing.assert_allclose(np.asarray(got, dtype=np.float32), np.stack([expected[t] for t in texts]), atol=1e-4)
 
 
 # -- load ----------------------------------------------------------------------------------------------------
@@ -221,6 +225,13 @@ class LaunchedTriton(launched.LaunchedTriton):
 
     def stubs(self) -> list[StubProcess]:
         return StubProcess.children_of(self.tritonserver_pid())
+
+    def stub_of(self, model: str) -> StubProcess:
+        """A Python-backend stub of `model` (the first, where it runs several instances)."""
+        stubs = self.stubs()
+        mine = [stub for stub in stubs if stub.model == model]
+        assert mine, f"no stub of {model!r} among {stubs}"
+        return mine[0]
 
     def model_ready(self, model: str) -> bool:
         try:

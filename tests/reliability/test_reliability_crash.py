@@ -24,6 +24,7 @@ from reliability_support import (
     GatewayFactory,
     LaunchedTriton,
     Scrape,
+    assert_same_vectors,
     assert_vectors,
     body,
     launch_triton,
@@ -91,9 +92,7 @@ def test_killed_stub_is_visible_at_once_and_recovers(
 ) -> None:
     model = f"{triton.model_name}-{role}"
     recovered(crash_gateway, expected, time.monotonic())  # serving before (and after the previous case)
-    stubs = [s for s in launched.stubs() if s.model == model]
-    assert stubs, launched.stubs()
-    stub = stubs[0]  # one dead stub is enough
+    stub = launched.stub_of(model)  # one dead stub is enough
     killed = time.monotonic()
     os.kill(stub.pid, signal.SIGKILL)
 
@@ -146,7 +145,7 @@ def test_the_openai_sdk_rides_out_an_encoder_crash(
         scrape = Scrape.of(f"{crash_gateway.url}/metrics")
         return scrape.value("bge_gateway_requests", route="/v1/embeddings", status="503")
 
-    stub = next(s for s in launched.stubs() if s.model == f"{triton.model_name}-encoder")
+    stub = launched.stub_of(f"{triton.model_name}-encoder")
     killed = time.monotonic()
     os.kill(stub.pid, signal.SIGKILL)
     wait_until(lambda: health(crash_gateway).status_code == 503, timeout_s=5, poll_s=0.02)
@@ -159,8 +158,7 @@ def test_the_openai_sdk_rides_out_an_encoder_crash(
         f"\nopenai SDK call sent {sent - killed:.2f} s after the encoder's kill: vectors after {took:.1f} s, "
         f"{refusals:g} refusal(s)"
     )
-    got = np.array([d.embedding for d in answer.data], dtype=np.float32)
-    np.testing.assert_allclose(got, np.stack([expected[t] for t in TEXTS]), atol=1e-4)
+    assert_same_vectors([d.embedding for d in answer.data], TEXTS, expected)
     assert refusals >= 1  # it was refused during the outage, and came back when told to
     assert took >= UNAVAILABLE_RETRY_AFTER_S - 0.1
     launched.wait_for_line("watchdog: tritonserver ready again", timeout_s=10, after=killed)
@@ -173,7 +171,7 @@ def test_the_thin_client_rides_out_an_encoder_crash(
     the watchdog restarts tritonserver) outlast the restart: a call made during an encoder crash returns the
     same vectors, late, instead of an error."""
     recovered(crash_gateway, expected, time.monotonic())
-    stub = next(s for s in launched.stubs() if s.model == f"{triton.model_name}-encoder")
+    stub = launched.stub_of(f"{triton.model_name}-encoder")
     with EmbeddingClient(launched.grpc_url, "grpc", triton.model_name) as client:
         client.model_facts()  # its config read before the crash, as a long-lived caller's would be
         killed = time.monotonic()
@@ -181,7 +179,7 @@ def test_the_thin_client_rides_out_an_encoder_crash(
         vectors = client.embed(TEXTS)
         took = time.monotonic() - killed
     print(f"\nthin client call made at the encoder's kill: vectors after {took:.1f} s")
-    np.testing.assert_allclose(vectors, np.stack([expected[t] for t in TEXTS]), atol=1e-4)
+    assert_same_vectors(vectors, TEXTS, expected)
     assert launched.line_time("watchdog: tritonserver ready again", after=killed) is not None  # it did restart
 
 
